@@ -1,0 +1,31 @@
+/* The ntc command-line driver: one file per command (cmd_*.c), each a
+ * function `int cmd_NAME(int argc, char **argv)` returning the exit status.
+ * Commands print errors as `ntc: error: FILE:LINE: what` and return 1. */
+#ifndef NTC_DRIVER_H
+#define NTC_DRIVER_H
+
+#include "ntc/ir.h"
+
+/* Prints "ntc: error: <err>" and returns 1. */
+int drv_fail(const ntc_err *err);
+/* Prints "ntc: error: <formatted>" and returns 1 (usage errors: 2 via drv_usage). */
+int drv_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "ntc: error: <formatted>\nsee 'ntc CMD --help'" and returns 2. */
+int drv_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reads a graph with its weights; prints the error and returns NULL. */
+ntc_graph *drv_read_graph(const char *path);
+/* "out.xml" -> "out.safetensors" (malloc'ed). */
+char *drv_weights_name(const char *xml_path);
+/* Parses a decimal integer / float option value or fails with a usage error. */
+int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out);
+int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out);
+
+/* One row per command; add a row and a cmd_NAME.c file. */
+#define NTC_COMMANDS(X) \
+    X(version, "print the version of ntc and of its IR")
+
+#define X(name, doc) int cmd_##name(int argc, char **argv);
+NTC_COMMANDS(X)
+#undef X
+
+#endif

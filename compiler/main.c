@@ -1,0 +1,124 @@
+/* ntc: the command-line driver.  A thin layer over libntc: it parses the
+ * command name and hands the rest to the command's function. */
+#include "driver.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int drv_fail(const ntc_err *err)
+{
+    fprintf(stderr, "ntc: error: %s\n", ntc_err_str(err));
+    return 1;
+}
+
+int drv_failf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ntc: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int drv_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ntc: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nsee 'ntc %s --help'\n", cmd);
+    va_end(ap);
+    return 2;
+}
+
+ntc_graph *drv_read_graph(const char *path)
+{
+    ntc_err err = {0};
+    ntc_graph *g = ntc_graph_read_xml(path, &err);
+    if (!g)
+        drv_fail(&err);
+    return g;
+}
+
+char *drv_weights_name(const char *xml_path)
+{
+    size_t n = strlen(xml_path);
+    const char *dot = strrchr(xml_path, '.');
+    const char *slash = strrchr(xml_path, '/');
+    if (dot && (!slash || dot > slash))
+        n = (size_t)(dot - xml_path);
+    char *r = malloc(n + sizeof ".safetensors");
+    if (!r)
+        return NULL;
+    memcpy(r, xml_path, n);
+    strcpy(r + n, ".safetensors");
+    return r;
+}
+
+int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end)
+        return drv_usage(cmd, "%s expects an integer, got '%s'", opt, s);
+    *out = v;
+    return 0;
+}
+
+int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end)
+        return drv_usage(cmd, "%s expects a number, got '%s'", opt, s);
+    *out = v;
+    return 0;
+}
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    printf("ntc 0.1.0 (IR version %d)\n", NTC_IR_VERSION);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *doc;
+} commands[] = {
+#define X(name, doc) {#name, cmd_##name, doc},
+    NTC_COMMANDS(X)
+#undef X
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ntc COMMAND [ARGS]   (ntc COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].doc);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version"))
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "ntc: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
