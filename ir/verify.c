@@ -305,7 +305,7 @@ int64_t ntc_node_params(const ntc_graph *g, int node)
     int64_t total = 0;
     const ntc_node *n = &g->nodes[node];
     for (int j = 0; j < NTC_MAX_PARAMS; j++)
-        if (n->par[j] >= 0)
+        if (n->par[j] >= 0 && !ntc_ops[n->op].params[j].frozen_stat)
             total += ntc_shape_numel(&g->values[n->par[j]].shape);
     return total;
 }

@@ -58,7 +58,7 @@ START_TEST(shapes_and_macs)
     /* conv: 4 filters * 4*4 outputs * 3*3*3 taps = 1728; fc: 5*4 = 20 */
     ck_assert_int_eq(ntc_node_macs(g, ntc_graph_find_node(g, "conv")), 1728);
     ck_assert_int_eq(ntc_node_macs(g, ntc_graph_find_node(g, "fc")), 20);
-    ck_assert_int_eq(ntc_node_params(g, ntc_graph_find_node(g, "bn")), 16);
+    ck_assert_int_eq(ntc_node_params(g, ntc_graph_find_node(g, "bn")), 8);
     ck_assert_int_eq(ntc_node_params(g, ntc_graph_find_node(g, "fc")), 25);
     ntc_graph_free(g);
 }

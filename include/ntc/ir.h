@@ -224,7 +224,9 @@ int ntc_graph_verify(ntc_graph *g, ntc_err *err);
 
 int64_t ntc_shape_numel(const ntc_shape *s);     /* batch counted as 1 */
 int64_t ntc_node_macs(const ntc_graph *g, int node);    /* per batch item */
-int64_t ntc_node_params(const ntc_graph *g, int node);  /* trainable + stats */
+/* Learnable parameters of a node (running statistics not counted, as in
+ * PyTorch's parameters()). */
+int64_t ntc_node_params(const ntc_graph *g, int node);
 bool ntc_value_frozen(const ntc_graph *g, int v);       /* param in a frozen block */
 int ntc_shape_format(const ntc_shape *s, char *buf, size_t len); /* "N,3,32,32" */
 int ntc_shape_parse(const char *s, ntc_shape *out);      /* 0 ok, -1 bad */
