@@ -1,0 +1,68 @@
+/* runtime/kernels.h - the runtime's column of the ops table: one kernel row
+ * per op of ntc/ops.def, internal to libntc (the executor and the tests use
+ * it; users go through ntc/runtime.h).
+ *
+ * Every kernel works on float32 tensors laid out batch-major and C-ordered
+ * (NCHW for images).  A call handles `batch` items; the executor splits a
+ * batch into slices and calls the kernel once per slice, so a kernel must
+ * never assume it sees the whole batch, and each item's result must not
+ * depend on which other items share the call (this is what makes results
+ * equal across batch splits).
+ *
+ * The table (kern_table.c) is built from ops.def with the X-macro: a row
+ * of ops.def without its fwd_<op> kernel does not compile. */
+#ifndef NTC_RUNTIME_KERNELS_H
+#define NTC_RUNTIME_KERNELS_H
+
+#include "ntc/ir.h"
+
+/* Everything a kernel sees for one call.  Shapes are the concrete shapes
+ * of this call: dims[0] == batch (never NTC_BATCH). */
+typedef struct ntc_kargs {
+    const ntc_node *node;            /* op and attributes */
+    int batch;                       /* items in this call */
+    int n_in;
+    const float *const *in;          /* n_in activation inputs */
+    const ntc_shape *in_shape;       /* their shapes */
+    const float *par[NTC_MAX_PARAMS];/* parameter data per slot of the op's row, NULL if absent */
+    const ntc_shape *par_shape;      /* NTC_MAX_PARAMS shapes (rank 0 if absent) */
+    float *out;                      /* output, never aliasing an input */
+    ntc_shape out_shape;
+    float *work;                     /* scratch of work_<op>() floats, private to this call */
+} ntc_kargs;
+
+/* Forward: writes k->out from k->in and k->par. */
+typedef void (*ntc_fwd_fn)(const ntc_kargs *k);
+/* Backward (filled by the training issue): given dL/d(out) accumulates
+ * dL/d(in[j]) into grad_in[j] (NULL: not needed) and dL/d(par[s]) into
+ * grad_par[s] (NULL: frozen or absent), with the forward's k (inputs,
+ * parameters and output still valid) and the same workspace. */
+typedef void (*ntc_bwd_fn)(const ntc_kargs *k, const float *grad_out,
+                           float *const *grad_in, float *const grad_par[NTC_MAX_PARAMS]);
+/* Scratch floats one call needs, independent of the batch size (kernels
+ * that need per-item scratch process items one at a time).  Shapes as in
+ * ntc_kargs with dims[0] == 1. */
+typedef int64_t (*ntc_work_fn)(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+
+typedef struct {
+    ntc_fwd_fn forward;
+    ntc_bwd_fn backward;             /* NULL until the training issue lands */
+    ntc_work_fn work;                /* NULL: no scratch */
+} ntc_kernel;
+
+extern const ntc_kernel ntc_kernels[NTC_OP_COUNT];
+
+/* The forward kernels, one per row of ops.def (kern_*.c). */
+#define OP(name, min_in, max_in, doc) void fwd_##name(const ntc_kargs *k);
+#include "ntc/ops.def"
+#undef OP
+
+/* Workspace rules of the ops that need scratch. */
+int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+int64_t work_batchnorm(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+int64_t work_mix(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+
+/* Product of dims[from..rank); 1 when from >= rank.  Shared by the kernels. */
+int64_t ntc_numel_from(const ntc_shape *s, int from);
+
+#endif

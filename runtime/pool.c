@@ -1,0 +1,125 @@
+/* The fork/join thread pool: a generation counter under one mutex.  A run
+ * bumps the generation and wakes the workers; worker i runs task i if
+ * there is one, then counts itself done; the caller runs task 0 and waits
+ * until every worker has checked in.  One run costs two condition-variable
+ * round trips, which is nothing next to a forward pass. */
+#include "pool.h"
+#include "ntc/util.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct ntc_pool {
+    int threads;
+    pthread_t *tid;
+    int started;                 /* workers actually created */
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    unsigned long generation;
+    int pending;                 /* workers still busy with this generation */
+    bool quit;
+    ntc_task_fn fn;
+    void *ctx;
+    int ntasks;
+};
+
+typedef struct {
+    ntc_pool *p;
+    int index;
+} worker_arg;
+
+static void *worker(void *arg)
+{
+    ntc_pool *p = ((worker_arg *)arg)->p;
+    int index = ((worker_arg *)arg)->index;
+    ntc_free(arg);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->generation == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->quit)
+            break;
+        seen = p->generation;
+        ntc_task_fn fn = p->fn;
+        void *ctx = p->ctx;
+        int run = index < p->ntasks;
+        pthread_mutex_unlock(&p->mu);
+        if (run)
+            fn(ctx, index);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+ntc_pool *ntc_pool_new(int threads)
+{
+    ntc_pool *p = ntc_calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->threads = threads < 1 ? 1 : threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    if (p->threads > 1 && !(p->tid = ntc_calloc((size_t)p->threads, sizeof(pthread_t)))) {
+        ntc_pool_free(p);
+        return NULL;
+    }
+    for (int i = 1; i < p->threads; i++) {
+        worker_arg *a = ntc_malloc(sizeof *a);
+        if (!a) {
+            ntc_pool_free(p);
+            return NULL;
+        }
+        *a = (worker_arg){p, i};
+        if (pthread_create(&p->tid[i], NULL, worker, a)) {
+            ntc_free(a);
+            ntc_pool_free(p);
+            return NULL;
+        }
+        p->started = i;
+    }
+    return p;
+}
+
+void ntc_pool_run(ntc_pool *p, int ntasks, ntc_task_fn fn, void *ctx)
+{
+    if (p->threads == 1 || ntasks <= 1) {
+        for (int i = 0; i < ntasks; i++)
+            fn(ctx, i);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->ntasks = ntasks;
+    p->pending = p->threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    fn(ctx, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void ntc_pool_free(ntc_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i <= p->started; i++)
+        pthread_join(p->tid[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    ntc_free(p->tid);
+    ntc_free(p);
+}

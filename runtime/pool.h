@@ -1,0 +1,20 @@
+/* runtime/pool.h - a small fork/join thread pool (internal to libntc).
+ *
+ * The executor's one threading mechanism: a run hands task i to thread i
+ * (task 0 to the calling thread) and returns when all are done.  Workers
+ * sleep on a condition variable between runs. */
+#ifndef NTC_RUNTIME_POOL_H
+#define NTC_RUNTIME_POOL_H
+
+typedef struct ntc_pool ntc_pool;
+typedef void (*ntc_task_fn)(void *ctx, int task);
+
+/* A pool of `threads` threads counting the caller (threads - 1 workers);
+ * NULL if threads cannot be started or memory runs out. */
+ntc_pool *ntc_pool_new(int threads);
+/* Runs fn(ctx, i) for i in [0, ntasks), ntasks <= threads, each on its own
+ * thread, and waits for all of them.  Not reentrant. */
+void ntc_pool_run(ntc_pool *p, int ntasks, ntc_task_fn fn, void *ctx);
+void ntc_pool_free(ntc_pool *p);
+
+#endif
