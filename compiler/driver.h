@@ -23,7 +23,10 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
 /* One row per command; add a row and a cmd_NAME.c file. */
 #define NTC_COMMANDS(X) \
     X(version, "print the version of ntc and of its IR") \
-    X(check, "read a graph and its weights and verify them")
+    X(check, "read a graph and its weights and verify them") \
+    X(new, "build a standard backbone (ResNet) with fresh weights") \
+    X(stats, "parameters and MACs per block, and totals") \
+    X(dot, "draw the graph for Graphviz")
 
 #define X(name, doc) int cmd_##name(int argc, char **argv);
 NTC_COMMANDS(X)

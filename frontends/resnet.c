@@ -125,7 +125,7 @@ int ntc_resnet_set_widths(ntc_resnet_opts *o, const char *s, ntc_err *err)
     return 0;
 }
 
-static int validate(const ntc_resnet_opts *o, ntc_err *err)
+int ntc_resnet_check(const ntc_resnet_opts *o, ntc_err *err)
 {
     if (o->arch != NTC_RESNET_CIFAR && o->arch != NTC_RESNET18 && o->arch != NTC_RESNET34)
         return ntc_error(err, NULL, 0, "unknown ResNet arch %d", (int)o->arch);
@@ -387,7 +387,7 @@ static int init_weights(ntc_graph *g, uint64_t seed, ntc_err *err)
 
 ntc_graph *ntc_resnet_build(const ntc_resnet_opts *o, ntc_err *err)
 {
-    if (validate(o, err))
+    if (ntc_resnet_check(o, err))
         return NULL;
     char name[64];
     if (o->arch == NTC_RESNET_CIFAR)

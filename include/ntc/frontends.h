@@ -52,14 +52,17 @@ int ntc_resnet_set_arch(ntc_resnet_opts *o, const char *s, ntc_err *err);
 int ntc_resnet_set_input(ntc_resnet_opts *o, const char *s, ntc_err *err);
 int ntc_resnet_set_widths(ntc_resnet_opts *o, const char *s, ntc_err *err);
 
+/* Checks o without building: 0, or -1 with err saying which option is
+ * wrong (depth not 6n+2, wrong number of widths, sizes out of range). */
+int ntc_resnet_check(const ntc_resnet_opts *o, ntc_err *err);
+
 /* Number of stages of an arch (3 for CIFAR, 4 for resnet18/34). */
 int ntc_resnet_stages(ntc_resnet_arch arch);
 
 /* Builds the network described by o with He-initialised weights owned by
  * the graph (see frontends/resnet.c for the exact initialisation).  The
- * result passes ntc_graph_verify.  Returns NULL with err filled on invalid
- * options (depth not 6n+2, wrong number of widths, sizes out of range) or
- * when memory runs out. */
+ * result passes ntc_graph_verify.  Returns NULL with err filled when
+ * ntc_resnet_check refuses o or memory runs out. */
 ntc_graph *ntc_resnet_build(const ntc_resnet_opts *o, ntc_err *err);
 
 #endif
