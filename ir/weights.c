@@ -183,6 +183,13 @@ static tensor *header_tensors(const char *path, const ntc_json *root, uint64_t d
             goto fail;
         n++;
     }
+    /* JSON readers disagree on which of two equal keys wins: refuse them. */
+    qsort(ts, (size_t)n, sizeof *ts, by_name);
+    for (int i = 1; i < n; i++)
+        if (strcmp(ts[i].name, ts[i - 1].name) == 0) {
+            ntc_error(err, path, 0, "tensor '%s' appears twice in the header", ts[i].name);
+            goto fail;
+        }
     /* Sorted by offset, a range overlaps another iff it begins before the
      * end of the one sorted just before it. */
     qsort(ts, (size_t)n, sizeof *ts, by_begin);
@@ -194,11 +201,6 @@ static tensor *header_tensors(const char *path, const ntc_json *root, uint64_t d
             goto fail;
         }
     qsort(ts, (size_t)n, sizeof *ts, by_name);
-    for (int i = 1; i < n; i++)
-        if (strcmp(ts[i].name, ts[i - 1].name) == 0) {
-            ntc_error(err, path, 0, "tensor '%s' appears twice in the header", ts[i].name);
-            goto fail;
-        }
     *count = n;
     return ts;
 fail:
