@@ -46,6 +46,7 @@ void ntc_graph_free(ntc_graph *g)
     ntc_free(g->blocks);
     ntc_free(g->inputs);
     ntc_free(g->outputs);
+    ntc_free(g->meta);
     ntc_arena_free(g->arena);
     ntc_free(g);
 }
@@ -166,6 +167,43 @@ int ntc_graph_add_output(ntc_graph *g, const char *name, int value)
     g->outputs[g->n_outputs].name = n;
     g->outputs[g->n_outputs].value = value;
     return g->n_outputs++;
+}
+
+const char *ntc_graph_get_meta(const ntc_graph *g, const char *key)
+{
+    for (int i = 0; i < g->n_meta; i++)
+        if (!strcmp(g->meta[i].key, key))
+            return g->meta[i].value;
+    return NULL;
+}
+
+int ntc_graph_set_meta(ntc_graph *g, const char *key, const char *value)
+{
+    int i = 0;
+    while (i < g->n_meta && strcmp(g->meta[i].key, key))
+        i++;
+    if (!value) {
+        if (i < g->n_meta) {
+            memmove(&g->meta[i], &g->meta[i + 1], sizeof(ntc_meta) * (size_t)(g->n_meta - i - 1));
+            g->n_meta--;
+        }
+        return 0;
+    }
+    char *v = ntc_arena_strdup(g->arena, value);
+    if (!v)
+        return -1;
+    if (i < g->n_meta) {
+        g->meta[i].value = v;   /* the old string stays in the arena until the graph goes */
+        return 0;
+    }
+    if (ntc_grow((void **)&g->meta, &g->cap_meta, g->n_meta + 1, sizeof(ntc_meta)))
+        return -1;
+    char *k = ntc_arena_strdup(g->arena, key);
+    if (!k)
+        return -1;
+    g->meta[g->n_meta].key = k;
+    g->meta[g->n_meta++].value = v;
+    return 0;
 }
 
 /* Linear scans: graphs hold hundreds of nodes, and passes that need speed
@@ -326,6 +364,7 @@ ntc_graph *ntc_graph_clone(const ntc_graph *src)
     DUP_ARRAY(blocks, n_blocks, cap_blocks, ntc_block)
     DUP_ARRAY(inputs, n_inputs, cap_inputs, int)
     DUP_ARRAY(outputs, n_outputs, cap_outputs, ntc_output)
+    DUP_ARRAY(meta, n_meta, cap_meta, ntc_meta)
 #undef DUP_ARRAY
     ntc_arena *A = g->arena;
 #define S(x) do { if ((x) && !((x) = ntc_arena_strdup(A, (x)))) goto fail; } while (0)
@@ -362,6 +401,10 @@ ntc_graph *ntc_graph_clone(const ntc_graph *src)
     }
     for (int i = 0; i < g->n_outputs; i++)
         S(g->outputs[i].name);
+    for (int i = 0; i < g->n_meta; i++) {
+        S(g->meta[i].key);
+        S(g->meta[i].value);
+    }
 #undef S
     return g;
 fail:

@@ -207,6 +207,26 @@ START_TEST(clone_is_deep)
 }
 END_TEST
 
+START_TEST(metadata)
+{
+    ntc_graph *g = small_net();
+    ck_assert_ptr_null(ntc_graph_get_meta(g, "a"));
+    ck_assert_int_eq(ntc_graph_set_meta(g, "a", "1"), 0);
+    ck_assert_int_eq(ntc_graph_set_meta(g, "b", "2"), 0);
+    ck_assert_int_eq(ntc_graph_set_meta(g, "a", "3"), 0);
+    ck_assert_int_eq(g->n_meta, 2);
+    ck_assert_str_eq(ntc_graph_get_meta(g, "a"), "3");
+    ntc_graph *c = ntc_graph_clone(g);
+    ck_assert_int_eq(ntc_graph_set_meta(g, "a", NULL), 0);
+    ck_assert_ptr_null(ntc_graph_get_meta(g, "a"));
+    ck_assert_str_eq(ntc_graph_get_meta(g, "b"), "2");
+    ck_assert_str_eq(ntc_graph_get_meta(c, "a"), "3");
+    ntc_graph_free(g);
+    ck_assert_str_eq(ntc_graph_get_meta(c, "b"), "2");
+    ntc_graph_free(c);
+}
+END_TEST
+
 START_TEST(ops_table)
 {
     for (int i = 0; i < NTC_OP_COUNT; i++) {
@@ -236,6 +256,7 @@ int main(void)
     tcase_add_test(tc, verifier_rejects);
     tcase_add_test(tc, edit_and_compact);
     tcase_add_test(tc, clone_is_deep);
+    tcase_add_test(tc, metadata);
     tcase_add_test(tc, ops_table);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -120,6 +120,14 @@ typedef struct {
     int value;                   /* value handle */
 } ntc_output;
 
+/* Free-form graph metadata, kept in the XML as <meta key=".." value=".."/>.
+ * Passes record facts later stages need, e.g. NetTailor's backbone MACs
+ * and the branches the prune pass removed (for `ntc stats` and `ntc dot`). */
+typedef struct {
+    char *key;
+    char *value;
+} ntc_meta;
+
 typedef struct ntc_graph {
     char *name;
     char *weights;               /* weights file name, relative to the XML file */
@@ -130,6 +138,8 @@ typedef struct ntc_graph {
     ntc_block *blocks;
     int *inputs;                 /* value handles */
     ntc_output *outputs;
+    int n_meta, cap_meta;
+    ntc_meta *meta;              /* in insertion order */
     int cap_values, cap_nodes, cap_blocks, cap_inputs, cap_outputs;
     ntc_arena *arena;            /* strings and input lists live here */
     struct ntc_mapping *mappings; /* mapped weight files, unmapped on free */
@@ -197,6 +207,11 @@ int ntc_graph_add_node(ntc_graph *g, ntc_op op, const char *name,
  * name is given; returns the value handle. */
 int ntc_node_add_param(ntc_graph *g, int node, const char *slot, const char *name);
 int ntc_graph_add_output(ntc_graph *g, const char *name, int value);
+
+/* Metadata: the value for key, or NULL; set replaces an existing key
+ * (value NULL removes it).  0 ok, -1 out of memory. */
+const char *ntc_graph_get_meta(const ntc_graph *g, const char *key);
+int ntc_graph_set_meta(ntc_graph *g, const char *key, const char *value);
 
 int ntc_graph_find_value(const ntc_graph *g, const char *name); /* -1 if none */
 int ntc_graph_find_node(const ntc_graph *g, const char *name);
