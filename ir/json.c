@@ -19,6 +19,14 @@ static ntc_json *fail(parser *p, size_t at, const char *fmt, const char *arg)
 {
     snprintf(p->e->msg, sizeof p->e->msg, fmt, arg);
     p->e->offset = at;
+    p->e->out_of_memory = false;
+    return NULL;
+}
+
+static ntc_json *no_memory(parser *p, size_t at)
+{
+    fail(p, at, "%s", "out of memory");
+    p->e->out_of_memory = true;
     return NULL;
 }
 
@@ -50,7 +58,7 @@ static ntc_json *new_node(parser *p, ntc_json_type t, size_t at)
 {
     ntc_json *j = ntc_arena_alloc(p->arena, sizeof *j);
     if (!j)
-        return fail(p, at, "%s", "out of memory");
+        return no_memory(p, at);
     j->type = t;
     j->offset = at;
     return j;
@@ -148,7 +156,7 @@ static const char *parse_string(parser *p)
         return (const char *)fail(p, start, "%s", "unterminated string");
     char *out = ntc_arena_alloc(p->arena, end - p->pos + 1);
     if (!out)
-        return (const char *)fail(p, start, "%s", "out of memory");
+        return (const char *)no_memory(p, start);
     char *d = out;
     while (p->pos < end) {
         const unsigned char *c = p->s + p->pos;
@@ -232,7 +240,7 @@ static ntc_json *parse_number(parser *p)
     /* The text is not NUL-terminated: strtod reads a copy. */
     char *copy = ntc_arena_alloc(p->arena, n + 1);
     if (!copy)
-        return fail(p, start, "%s", "out of memory");
+        return no_memory(p, start);
     memcpy(copy, p->s + start, n);
     j->number = strtod(copy, NULL);
     if (integral && !negative) {

@@ -41,6 +41,7 @@ typedef struct ntc_json {
 typedef struct {
     char msg[160];
     size_t offset;
+    bool out_of_memory;          /* the text may be fine; memory ran out */
 } ntc_json_error;
 
 /* Parses exactly one JSON value from text[0..len), surrounded by optional

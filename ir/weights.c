@@ -13,6 +13,16 @@
  * checked before it is used; a bad file leaves the graph unchanged.
  * Tensors the graph does not use are ignored, so a pruned graph can keep
  * pointing at the larger file of the network it was cut from.
+ *
+ * Loading again replaces every parameter's data: owned buffers are freed and
+ * a mapping no value points into any more is unmapped, so pointers into old
+ * parameter data must not be kept across a load.  Saving over the file a
+ * graph has mapped is safe: the new file is renamed into place and the old
+ * mapping keeps the old contents.
+ *
+ * Stricter than the reference reader: tensor names must be unique and byte
+ * ranges disjoint.  More lenient: gaps between ranges are allowed, and
+ * dtypes we do not know are accepted for tensors the graph does not use.
  */
 #include "ntc/ir.h"
 #include "ir/internal.h"
@@ -314,10 +324,10 @@ static void release_unused_mappings(ntc_graph *g)
     struct ntc_mapping **link = &g->mappings;
     while (*link) {
         struct ntc_mapping *m = *link;
-        const char *lo = m->addr, *hi = lo + m->len;
+        uintptr_t lo = (uintptr_t)m->addr, hi = lo + m->len;
         bool used = false;
         for (int v = 0; v < g->n_values && !used; v++) {
-            const char *d = (const char *)g->values[v].data;
+            uintptr_t d = (uintptr_t)g->values[v].data;
             used = !g->values[v].owned && d >= lo && d < hi;
         }
         if (used) {
@@ -389,7 +399,10 @@ int ntc_weights_load(ntc_graph *g, const char *path, ntc_err *err)
     ntc_json_error je;
     ntc_json *root = ntc_json_parse(arena, (const char *)base + 8, (size_t)hlen, &je);
     if (!root) {
-        ntc_error(err, path, 0, "header is not valid JSON: %s (header byte %zu)", je.msg, je.offset);
+        if (je.out_of_memory)
+            ntc_error(err, path, 0, "out of memory");
+        else
+            ntc_error(err, path, 0, "header is not valid JSON: %s (header byte %zu)", je.msg, je.offset);
         goto done;
     }
     int nt;

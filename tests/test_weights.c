@@ -187,6 +187,16 @@ static void *counting_alloc(void *ptr, size_t size, void *ud)
     return p;
 }
 
+/* The same, failing the allocation numbered fail_at (counting from 1). */
+static long alloc_calls, fail_at;
+
+static void *failing_alloc(void *ptr, size_t size, void *ud)
+{
+    if (size != 0 && ++alloc_calls == fail_at)
+        return NULL;
+    return counting_alloc(ptr, size, ud);
+}
+
 /* ---- round trips --------------------------------------------------------------- */
 
 START_TEST(round_trip_bit_identical)
@@ -653,6 +663,63 @@ START_TEST(free_unmaps)
 }
 END_TEST
 
+/* Failing each allocation of a load and of a save in turn: the call reports
+ * it, changes nothing, and leaks nothing. */
+START_TEST(allocation_failures)
+{
+    const char *dir = tu_tmpdir();
+    char *path = in_dir(dir, "w.safetensors"), *out = in_dir(dir, "out.safetensors");
+    ntc_graph *src = net(true);
+    fill(src, 6);
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_weights_save(src, path, &err), 0);
+    ntc_set_allocator(failing_alloc, NULL);
+    int failures = 0;
+    for (long n = 1;; n++) {
+        live_allocs = 0;
+        fail_at = 0;
+        ntc_graph *g = net(true);
+        fill(g, 8);
+        float *before = param(g, "conv.weight")->data;
+        alloc_calls = 0;
+        fail_at = n;
+        int rc = ntc_weights_load(g, path, &err);
+        bool hit = alloc_calls >= n;
+        fail_at = 0;
+        ck_assert_msg(rc == (hit ? -1 : 0), "allocation %ld failing: load returned %d (%s)", n, rc, err.msg);
+        if (rc != 0) {
+            ck_assert_str_eq(err.msg, "out of memory");
+            ck_assert_ptr_eq(param(g, "conv.weight")->data, before);
+            ck_assert_int_eq(mappings_of(path, NULL, NULL), 0);
+            failures++;
+        }
+        ntc_graph_free(g);
+        ck_assert_int_eq(live_allocs, 0);
+        if (!hit)
+            break;
+    }
+    ck_assert_int_ge(failures, 4);
+    for (long n = 1;; n++) {
+        live_allocs = 0;
+        alloc_calls = 0;
+        fail_at = n;
+        int rc = ntc_weights_save(src, out, &err);
+        bool hit = alloc_calls >= n;
+        fail_at = 0;
+        ck_assert_int_eq(live_allocs, 0);
+        if (!hit) {
+            ck_assert_int_eq(rc, 0);
+            break;
+        }
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(err.msg, "out of memory");
+        ck_assert_ptr_null(fopen(out, "rb"));
+    }
+    ntc_set_allocator(NULL, NULL);
+    ntc_graph_free(src);
+}
+END_TEST
+
 /* ---- random corruption ---------------------------------------------------------- */
 
 /* Random byte changes and truncations of a valid file never crash the
@@ -825,6 +892,7 @@ int main(void)
     tcase_add_test(tc, load_twice_replaces_without_leaks);
     tcase_add_test(tc, partial_replacement_keeps_mapping);
     tcase_add_test(tc, free_unmaps);
+    tcase_add_test(tc, allocation_failures);
     suite_add_tcase(s, tc);
     TCase *fuzz = tcase_create("fuzz");
     tcase_set_timeout(fuzz, 300);
