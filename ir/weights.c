@@ -20,9 +20,11 @@
  * graph has mapped is safe: the new file is renamed into place and the old
  * mapping keeps the old contents.
  *
- * Stricter than the reference reader: tensor names must be unique and byte
- * ranges disjoint.  More lenient: gaps between ranges are allowed, and
- * dtypes we do not know are accepted for tensors the graph does not use.
+ * Beyond the JSON, names must be unique (JSON readers differ on which of two
+ * equal keys wins) and byte ranges disjoint and inside the data section.
+ * The reference reader also wants the ranges to cover the data section
+ * without gaps; this one allows gaps, and accepts dtypes it does not know
+ * for tensors the graph does not use.
  */
 #include "ntc/ir.h"
 #include "ir/internal.h"
