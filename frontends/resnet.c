@@ -18,11 +18,12 @@
  *   batchnorm       scale 1, bias 0, running mean 0, running var 1
  *   linear          weight and bias uniform(-1/sqrt(in), 1/sqrt(in)),
  *                   PyTorch's nn.Linear default
- * Every parameter draws from its own generator seeded by (seed, parameter
- * name), so a parameter's values do not depend on the other layers: two
+ * Every parameter draws from its own ntc_rng stream keyed by (seed,
+ * parameter name), so a parameter's values do not depend on the other layers: two
  * networks that differ only in their classes share every backbone weight.
  */
 #include "ntc/frontends.h"
+#include "ntc/rng.h"
 
 #include <errno.h>
 #include <math.h>
@@ -313,51 +314,31 @@ static int build_topology(builder *b, const ntc_resnet_opts *o)
 
 /* ---- weights ----------------------------------------------------------------- */
 
-/* splitmix64 (Steele, Lea, Flood 2014): a tiny generator whose output
- * passes BigCrush; good enough for initial weights and fully portable. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1], never 0 so log() below is finite. */
-static double uniform01(uint64_t *state) { return (double)((splitmix64(state) >> 11) + 1) * 0x1p-53; }
-
-/* Standard normal by Box-Muller (one of the pair; simplicity over speed). */
-static double normal(uint64_t *state)
-{
-    double u1 = uniform01(state), u2 = uniform01(state);
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-}
-
-/* The generator of one parameter: seed mixed with the FNV-1a hash of its name. */
-static uint64_t param_stream(uint64_t seed, const char *name)
+/* The generator of one parameter: a stream of ntc_rng keyed by the seed
+ * and the FNV-1a hash of the parameter's name. */
+static void param_stream(ntc_rng *r, uint64_t seed, const char *name)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         h = (h ^ *p) * 0x100000001b3ull;
-    uint64_t state = seed ^ h;
-    splitmix64(&state);
-    return state;
+    ntc_rng_seed3(r, seed, h, 0);
 }
 
 static void init_param(const ntc_graph *g, const ntc_node *n, int slot, ntc_value *v, uint64_t seed)
 {
     int64_t count = ntc_shape_numel(&v->shape);
-    uint64_t st = param_stream(seed, v->name);
+    ntc_rng r;
+    param_stream(&r, seed, v->name);
     const char *what = ntc_ops[n->op].params[slot].name;
     if (n->op == NTC_OP_conv2d) {
         double std = sqrt(2.0 / ((double)n->a.filters * n->a.kernel[0] * n->a.kernel[1]));
         for (int64_t i = 0; i < count; i++)
-            v->data[i] = (float)(std * normal(&st));
+            v->data[i] = (float)(std * ntc_rng_normal(&r));
     } else if (n->op == NTC_OP_linear) {
         int64_t fan_in = g->values[n->in[0]].shape.dims[1];
         double bound = 1.0 / sqrt((double)fan_in);
         for (int64_t i = 0; i < count; i++)
-            v->data[i] = (float)(bound * (2.0 * uniform01(&st) - 1.0));
+            v->data[i] = (float)(bound * (2.0 * ntc_rng_uniform(&r) - 1.0));
     } else {
         /* batchnorm: the identity transform until trained */
         float fill = !strcmp(what, "scale") || !strcmp(what, "var") ? 1.0f : 0.0f;
