@@ -61,6 +61,7 @@ int cmd_check(int argc, char **argv)
             continue;
         }
         summary(argv[i], g);
+        fflush(stdout);    /* keep "ok" and error lines in order when both go to one pipe */
         ntc_graph_free(g);
     }
     return status;

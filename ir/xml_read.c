@@ -20,6 +20,9 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+/* Most attributes of any row of the ops table (conv2d has 5). */
+#define MAX_OP_ATTRS 16
+
 /* One attribute of the element being read; `used` catches typos. */
 typedef struct {
     const char *name, *value;
@@ -132,6 +135,23 @@ static int reject_unused(reader *r, const xelem *e, const char *accepted)
     return 0;
 }
 
+static int reject_unused_node(reader *r, const xelem *e, const char *node, ntc_op op)
+{
+    for (int i = 0; i < e->n_attrs; i++) {
+        if (e->attrs[i].used)
+            continue;
+        char accepted[512];
+        size_t at = (size_t)snprintf(accepted, sizeof accepted, "op, name, in");
+        for (const ntc_attr_spec *s = ntc_ops[op].attrs; s->name && at < sizeof accepted; s++)
+            at += (size_t)snprintf(accepted + at, sizeof accepted - at, ", %s", s->name);
+        for (const ntc_param_spec *p = ntc_ops[op].params; p->name && at < sizeof accepted; p++)
+            at += (size_t)snprintf(accepted + at, sizeof accepted - at, ", %s", p->name);
+        return fail(r, e->line, "node '%s': unknown attribute '%s' (op %s takes: %s)", node,
+                    e->attrs[i].name, ntc_op_name(op), accepted);
+    }
+    return 0;
+}
+
 static int check_name(reader *r, const xelem *e, const char *what, const char *name)
 {
     if (!ntc_xml_name_ok(name))
@@ -148,9 +168,17 @@ static int next_child(reader *r, xmlNodePtr *cur, xmlNodePtr parent)
         if (c->type == XML_ELEMENT_NODE)
             break;
         if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) {
-            for (const xmlChar *s = c->content; s && *s; s++)
-                if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-                    return fail(r, line_of(c), "unexpected text inside <%s>", (const char *)parent->name);
+            const char *s = (const char *)c->content;
+            size_t lead = s ? strspn(s, " \t\n\r") : 0;
+            if (s && s[lead]) {
+                /* libxml2 numbers a text node by the line it ends on. */
+                int line = line_of(c);
+                for (const char *p = s + lead; *p; p++)
+                    line -= *p == '\n';
+                int word = (int)strcspn(s + lead, " \t\n\r");
+                return fail(r, line, "unexpected text '%.*s' inside <%s>", word < 20 ? word : 20, s + lead,
+                            (const char *)parent->name);
+            }
         } else if (c->type == XML_ENTITY_REF_NODE) {
             return fail(r, line_of(c), "unexpected entity reference inside <%s>", (const char *)parent->name);
         }
@@ -229,16 +257,6 @@ static int parse_attr(reader *r, const xelem *e, const char *node, const ntc_att
     else
         memcpy(dst, v, sizeof(int) * (size_t)n);
     return 0;
-}
-
-/* ", "-joined attribute and slot names of an op, for error messages. */
-static void op_attr_list(ntc_op op, char *buf, size_t len)
-{
-    size_t at = (size_t)snprintf(buf, len, "op, name, in");
-    for (const ntc_attr_spec *s = ntc_ops[op].attrs; s->name && at < len; s++)
-        at += (size_t)snprintf(buf + at, len - at, ", %s", s->name);
-    for (const ntc_param_spec *p = ntc_ops[op].params; p->name && at < len; p++)
-        at += (size_t)snprintf(buf + at, len - at, ", %s", p->name);
 }
 
 static void op_list(char *buf, size_t len)
@@ -327,14 +345,26 @@ static int read_node(reader *r, xmlNodePtr el, int block)
         op_list(ops, sizeof ops);
         return fail(r, e.line, "unknown op '%s' (known ops: %s)", opname, ops);
     }
-    const char *name = need(r, &e, "name");
-    const char *in = name ? need(r, &e, "in") : NULL;
-    if (!in || check_name(r, &e, "node name", name) || check_fresh(r, &e, name))
+    const ntc_op_info *info = &ntc_ops[op];
+    /* Look every known attribute up first, so that a misspelt one is
+     * reported as such rather than as the required one it was meant to be. */
+    const char *name = get(&e, "name"), *in = get(&e, "in");
+    const char *texts[MAX_OP_ATTRS] = {0}, *par_names[NTC_MAX_PARAMS] = {0};
+    for (int k = 0; info->attrs[k].name; k++) {
+        if (k == MAX_OP_ATTRS)
+            return fail(r, e.line, "op %s has more than %d attributes; raise MAX_OP_ATTRS", opname, MAX_OP_ATTRS);
+        texts[k] = get(&e, info->attrs[k].name);
+    }
+    for (int j = 0; info->params[j].name; j++)
+        par_names[j] = get(&e, info->params[j].name);
+    if (reject_unused_node(r, &e, name ? name : "?", (ntc_op)op))
+        return -1;
+    if (!need(r, &e, "name") || !need(r, &e, "in") || check_name(r, &e, "node name", name) ||
+        check_fresh(r, &e, name) || no_children(r, el))
         return -1;
     in_list ins;
     if (split_names(r, &e, name, in, &ins))
         return -1;
-    const ntc_op_info *info = &ntc_ops[op];
     if (ins.n < info->min_in || (info->max_in && ins.n > info->max_in)) {
         if (info->max_in == info->min_in)
             return fail(r, e.line, "node '%s': op %s takes %d input(s), got %d", name, opname, info->min_in, ins.n);
@@ -343,39 +373,33 @@ static int read_node(reader *r, xmlNodePtr el, int block)
     }
     ntc_attrs a;
     ntc_attrs_default((ntc_op)op, &a);
-    for (const ntc_attr_spec *s = info->attrs; s->name; s++) {
-        const char *text = get(&e, s->name);
-        if (!text && s->required)
-            return fail(r, e.line, "node '%s': op %s needs the attribute '%s'", name, opname, s->name);
-        if (text && parse_attr(r, &e, name, s, text, &a))
+    for (int k = 0; info->attrs[k].name; k++) {
+        if (!texts[k] && info->attrs[k].required)
+            return fail(r, e.line, "node '%s': op %s needs the attribute '%s'", name, opname, info->attrs[k].name);
+        if (texts[k] && parse_attr(r, &e, name, &info->attrs[k], texts[k], &a))
             return -1;
     }
     /* Parameter slots: an explicit name, else the default "<node>.<slot>"
      * for required slots; optional slots exist only when named. */
-    const char *par_names[NTC_MAX_PARAMS] = {0};
     char defaults[NTC_MAX_PARAMS][1024];
     for (int j = 0; info->params[j].name; j++) {
-        const char *pn = get(&e, info->params[j].name);
+        const char *pn = par_names[j];
         if (pn && check_name(r, &e, "parameter name", pn))
             return -1;
         if (!pn && !info->params[j].optional) {
             snprintf(defaults[j], sizeof defaults[j], "%s.%s", name, info->params[j].name);
-            pn = defaults[j];
+            pn = par_names[j] = defaults[j];
         }
-        if (pn && check_fresh(r, &e, pn))
+        if (!pn)
+            continue;
+        if (check_fresh(r, &e, pn))
             return -1;
+        bool clash = !strcmp(pn, name);
         for (int k = 0; k < j; k++)
-            if (pn && par_names[k] && !strcmp(pn, par_names[k]))
-                return fail(r, e.line, "duplicate name '%s'", pn);
-        par_names[j] = pn;
+            clash |= par_names[k] && !strcmp(pn, par_names[k]);
+        if (clash)
+            return fail(r, e.line, "duplicate name '%s'", pn);
     }
-    for (int j = 0; j < NTC_MAX_PARAMS; j++)
-        if (par_names[j] && !strcmp(par_names[j], name))
-            return fail(r, e.line, "duplicate name '%s'", name);
-    char accepted[512];
-    op_attr_list((ntc_op)op, accepted, sizeof accepted);
-    if (reject_unused(r, &e, accepted) || no_children(r, el))
-        return -1;
 
     int *none = ntc_arena_alloc(r->scratch, sizeof(int) * (size_t)ins.n);
     if (!none)
