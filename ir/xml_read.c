@@ -472,6 +472,24 @@ static int read_block(reader *r, xmlNodePtr el)
     }
 }
 
+static int read_meta(reader *r, xmlNodePtr el)
+{
+    xelem e;
+    if (load_elem(r, el, &e))
+        return -1;
+    const char *key = need(r, &e, "key");
+    const char *value = key ? need(r, &e, "value") : NULL;
+    if (!value || reject_unused(r, &e, "key, value") || no_children(r, el))
+        return -1;
+    if (!*key)
+        return fail(r, e.line, "<meta> key must not be empty");
+    if (ntc_graph_get_meta(r->g, key))
+        return fail(r, e.line, "duplicate meta key '%s'", key);
+    if (ntc_graph_set_meta(r->g, key, value))
+        return oom(r, e.line);
+    return 0;
+}
+
 static int read_output(reader *r, xmlNodePtr el)
 {
     xelem e;
@@ -525,8 +543,11 @@ static int read_graph_element(reader *r, xmlNodePtr root)
             rc = read_node(r, c, -1);
         else if (!strcmp(tag, "output"))
             rc = read_output(r, c);
+        else if (!strcmp(tag, "meta"))
+            rc = read_meta(r, c);
         else
-            rc = fail(r, line_of(c), "unknown element <%s> (expected <input>, <block>, <node> or <output>)", tag);
+            rc = fail(r, line_of(c), "unknown element <%s> (expected <meta>, <input>, <block>, <node> or <output>)",
+                      tag);
         if (rc)
             return -1;
     }

@@ -6,7 +6,7 @@
  * to the same float.  So reading a written file and writing it again
  * reproduces it byte for byte.
  *
- * Order: inputs, then nodes in graph order, where the first live node of a
+ * Order: metadata, inputs, then nodes in graph order, where the first live node of a
  * block opens that block's element, which holds all of the block's live
  * nodes (in graph order); then blocks without live nodes; then outputs.
  * Order in the file carries no meaning (the schedule is topological), so
@@ -248,6 +248,14 @@ static char *emit(const ntc_graph *g, size_t *len, ntc_err *err)
         put_text(&b, "weights", g->weights);
     put(&b, ">\n");
 
+    for (int i = 0; i < g->n_meta; i++) {
+        if (!*g->meta[i].key)
+            fail(&b, "cannot write metadata with an empty key");
+        put(&b, "  <meta");
+        put_text(&b, "key", g->meta[i].key);
+        put_text(&b, "value", g->meta[i].value);
+        put(&b, "/>\n");
+    }
     for (int i = 0; i < g->n_inputs; i++) {
         const ntc_value *v = &g->values[g->inputs[i]];
         if (v->dead)

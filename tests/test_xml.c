@@ -72,6 +72,8 @@ static ntc_graph *built_graph(void)
     g->blocks[gone].dead = true;
     int sum_in[2] = {g->nodes[bn].out, g->nodes[outside].out};
     int sum = ntc_graph_add_node(g, NTC_OP_add, "sum", sum_in, 2, -1);
+    ck_assert_int_eq(ntc_graph_set_meta(g, "backbone_macs", "1234"), 0);
+    ck_assert_int_eq(ntc_graph_set_meta(g, "note", "a \"quoted\" <line>\n\tand & more"), 0);
     ck_assert_int_ge(ntc_graph_add_output(g, "y", g->nodes[sum].out), 0);
     ntc_err err = {0};
     ck_assert_msg(ntc_graph_verify(g, &err) == 0, "%s", ntc_err_str(&err));
@@ -85,6 +87,8 @@ START_TEST(roundtrip_built_graph)
     const char *expected =
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         "<graph name=\"built\" ir-version=\"1\">\n"
+        "  <meta key=\"backbone_macs\" value=\"1234\"/>\n"
+        "  <meta key=\"note\" value=\"a &quot;quoted&quot; &lt;line&gt;&#10;&#9;and &amp; more\"/>\n"
         "  <input name=\"x\" shape=\"N,2,6,6\"/>\n"
         "  <block name=\"body\" role=\"universal\" frozen=\"true\" layer=\"L1\">\n"
         "    <node op=\"conv2d\" name=\"conv\" in=\"x\" filters=\"3\" kernel=\"3\" stride=\"2,1\" pad=\"1,1,0,0\""
@@ -114,7 +118,8 @@ START_TEST(roundtrip_built_graph)
     ck_assert_int_eq(c->a.stride[1], 1);
     ck_assert_int_eq(c->a.pad[2], 0);
     ck_assert_str_eq(back->values[c->par[0]].name, "conv.W");
-    ck_assert_int_eq(c->line, 5);
+    ck_assert_int_eq(c->line, 7);
+    ck_assert_str_eq(ntc_graph_get_meta(back, "note"), "a \"quoted\" <line>\n\tand & more");
     const ntc_node *b = &back->nodes[ntc_graph_find_node(back, "bn")];
     ck_assert(b->a.momentum == 1.0f / 3.0f);
     ck_assert_int_eq(ntc_graph_find_block(back, "gone"), -1);
@@ -353,6 +358,7 @@ static const bad_case bad_cases[] = {
     {"bad_version.xml", NULL, 2, "unsupported ir-version '2'"},
     {"bad_no_version.xml", NULL, 2, "lacks the required attribute 'ir-version'"},
     {"bad_element.xml", NULL, 4, "unknown element <nodes>"},
+    {"bad_meta.xml", NULL, 5, "duplicate meta key 'macs'"},
     {"bad_text.xml", NULL, 5, "unexpected text 'relu' inside <graph>"},
     {"bad_nested.xml", NULL, 6, "blocks cannot be nested"},
     {"bad_op.xml", NULL, 4, "unknown op 'conv3d' (known ops: conv2d, batchnorm,"},
