@@ -26,7 +26,8 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
     X(check, "read a graph and its weights and verify them") \
     X(new, "build a standard backbone (ResNet) with fresh weights") \
     X(stats, "parameters and MACs per block, and totals") \
-    X(dot, "draw the graph for Graphviz")
+    X(dot, "draw the graph for Graphviz") \
+    X(opt, "run a pipeline of optimisation passes (built in or from plugins)")
 
 #define X(name, doc) int cmd_##name(int argc, char **argv);
 NTC_COMMANDS(X)
