@@ -1,0 +1,531 @@
+/* Code generation driver: picks the nodes that reach the output, plans one
+ * workspace for their values and scratch, emits one function per node
+ * through the op's row of the emitter table and an entry that runs them in
+ * order for every batch item, optimises the module at O3 for the host CPU
+ * and emits a position-independent object file. */
+#include "codegen.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- the emitter table --------------------------------------------------- */
+
+/* Ops that need no scratch besides their output. */
+#define cg_scratch_batchnorm NULL
+#define cg_scratch_relu NULL
+#define cg_scratch_add NULL
+#define cg_scratch_mix NULL
+#define cg_scratch_maxpool NULL
+#define cg_scratch_avgpool NULL
+#define cg_scratch_global_avgpool NULL
+#define cg_scratch_flatten NULL
+#define cg_scratch_linear NULL
+#define cg_scratch_softmax NULL
+
+/* One row per op of ntc/ops.def: an op without cg_emit_<op> and
+ * cg_scratch_<op> does not compile. */
+static const struct {
+    cg_emit_fn emit;
+    cg_scratch_fn scratch;
+} emitters[NTC_OP_COUNT] = {
+#define OP(name, min_in, max_in, doc) [NTC_OP_##name] = {cg_emit_##name, cg_scratch_##name},
+#include "ntc/ops.def"
+#undef OP
+};
+
+/* ---- LLVM setup ------------------------------------------------------------ */
+
+static pthread_once_t llvm_once = PTHREAD_ONCE_INIT;
+
+static void init_llvm_once(void)
+{
+    LLVMInitializeNativeTarget();
+    LLVMInitializeNativeAsmPrinter();
+}
+
+void ntc_cg_init_llvm(void) { pthread_once(&llvm_once, init_llvm_once); }
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The host CPU's target machine (PIC: the object may become a .so). */
+static LLVMTargetMachineRef host_machine(char **features_out, ntc_err *err)
+{
+    char *triple = LLVMGetDefaultTargetTriple();
+    char *cpu = LLVMGetHostCPUName();
+    char *features = LLVMGetHostCPUFeatures();
+    LLVMTargetRef target;
+    char *msg = NULL;
+    LLVMTargetMachineRef tm = NULL;
+    if (LLVMGetTargetFromTriple(triple, &target, &msg))
+        ntc_error(err, NULL, 0, "no LLVM target for %s: %s", triple, msg ? msg : "?");
+    else
+        tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
+                                     LLVMRelocPIC, LLVMCodeModelDefault);
+    if (msg)
+        LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(triple);
+    LLVMDisposeMessage(cpu);
+    if (!tm && err->msg[0] == 0)
+        ntc_error(err, NULL, 0, "cannot create the LLVM target machine");
+    *features_out = features;
+    return tm;
+}
+
+/* Floats per vector register: 16 with AVX-512, 8 with AVX, else 4. */
+static int vector_width(const char *features)
+{
+    if (strstr(features, "+avx512f"))
+        return 16;
+    if (strstr(features, "+avx"))
+        return 8;
+    return 4;
+}
+
+/* ---- which nodes, in which order, where their values live ---------------- */
+
+typedef struct {
+    int n_steps;
+    int *order;             /* node handles in run order (only those reaching the output) */
+    int64_t *offset;        /* per value: workspace offset in floats, -1 if not in it */
+    int64_t *scratch_off;   /* per step: scratch offset, -1 if none */
+    int64_t ws_floats;
+} cg_plan;
+
+static void plan_free(cg_plan *p)
+{
+    ntc_free(p->order);
+    ntc_free(p->offset);
+    ntc_free(p->scratch_off);
+}
+
+/* An interval of steps [first, last] and a size: a workspace tenant. */
+typedef struct {
+    int first, last;
+    int64_t size, *at;
+} tenant;
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const tenant *x = a, *y = b;
+    if (x->size != y->size)
+        return x->size > y->size ? -1 : 1;
+    return x->first - y->first;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* First fit by decreasing size: each tenant goes to the lowest offset that
+ * overlaps no placed tenant whose lifetime overlaps its own. */
+static int64_t place(tenant *t, int n, int64_t (*busy)[2])
+{
+    qsort(t, (size_t)n, sizeof *t, by_size_desc);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int nb = 0;
+        for (int j = 0; j < i; j++)
+            if (t[j].first <= t[i].last && t[i].first <= t[j].last)
+                busy[nb][0] = *t[j].at, busy[nb][1] = *t[j].at + t[j].size, nb++;
+        qsort(busy, (size_t)nb, sizeof *busy, by_offset);
+        int64_t at = 0;
+        for (int j = 0; j < nb && busy[j][0] < at + t[i].size; j++)
+            if (busy[j][1] > at)
+                at = busy[j][1];
+        *t[i].at = at;
+        if (at + t[i].size > total)
+            total = at + t[i].size;
+    }
+    return total;
+}
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+static int make_plan(const cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_err *err)
+{
+    int nv = g->n_values, nn = g->n_nodes;
+    int *all = ntc_malloc(sizeof(int) * ((size_t)nn + 1));
+    bool *needed = ntc_calloc((size_t)nv + 1, 1);
+    int *first = ntc_malloc(sizeof(int) * ((size_t)nv + 1)), *last = ntc_malloc(sizeof(int) * ((size_t)nv + 1));
+    tenant *t = ntc_malloc(sizeof(tenant) * ((size_t)nv + (size_t)nn + 1));
+    int64_t(*busy)[2] = ntc_malloc(sizeof *busy * ((size_t)nv + (size_t)nn + 1));
+    p->order = ntc_malloc(sizeof(int) * ((size_t)nn + 1));
+    p->offset = ntc_malloc(sizeof(int64_t) * ((size_t)nv + 1));
+    p->scratch_off = ntc_malloc(sizeof(int64_t) * ((size_t)nn + 1));
+    int rc = -1;
+    if (!all || !needed || !first || !last || !t || !busy || !p->order || !p->offset || !p->scratch_off) {
+        ntc_error(err, g->path, 0, "out of memory planning code generation");
+        goto out;
+    }
+    int n_all = ntc_graph_topo_order(g, all, err);
+    if (n_all < 0)
+        goto out;
+    /* Backwards from the output: a node is needed if a needed node (or
+     * the caller) reads its output. */
+    needed[output] = true;
+    for (int s = n_all - 1; s >= 0; s--) {
+        const ntc_node *n = &g->nodes[all[s]];
+        if (needed[n->out])
+            for (int j = 0; j < n->n_in; j++)
+                needed[n->in[j]] = true;
+    }
+    p->n_steps = 0;
+    for (int s = 0; s < n_all; s++)
+        if (needed[g->nodes[all[s]].out])
+            p->order[p->n_steps++] = all[s];
+
+    for (int v = 0; v < nv; v++)
+        first[v] = last[v] = -1, p->offset[v] = -1;
+    for (int s = 0; s < p->n_steps; s++) {
+        const ntc_node *n = &g->nodes[p->order[s]];
+        first[n->out] = last[n->out] = s;
+        for (int j = 0; j < n->n_in; j++)
+            last[n->in[j]] = s;
+    }
+    int nt = 0;
+    for (int v = 0; v < nv; v++)
+        if (first[v] >= 0 && v != output)
+            t[nt++] = (tenant){first[v], last[v], round16(ntc_shape_numel(&g->values[v].shape)), &p->offset[v]};
+    for (int s = 0; s < p->n_steps; s++) {
+        const ntc_node *n = &g->nodes[p->order[s]];
+        p->scratch_off[s] = -1;
+        cg_scratch_fn fn = emitters[n->op].scratch;
+        int64_t size = 0;
+        if (fn) {
+            ntc_shape in[CG_MAX_INPUTS];
+            for (int j = 0; j < n->n_in && j < CG_MAX_INPUTS; j++)
+                in[j] = g->values[n->in[j]].shape;
+            size = fn(c, n, in, &g->values[n->out].shape);
+        }
+        if (size > 0)
+            t[nt++] = (tenant){s, s, round16(size), &p->scratch_off[s]};
+    }
+    p->ws_floats = place(t, nt, busy);
+    rc = 0;
+out:
+    ntc_free(all);
+    ntc_free(needed);
+    ntc_free(first);
+    ntc_free(last);
+    ntc_free(t);
+    ntc_free(busy);
+    return rc;
+}
+
+/* ---- checks ------------------------------------------------------------------ */
+
+static bool batch_major(const ntc_shape *s) { return s->rank >= 1 && s->dims[0] == NTC_BATCH; }
+
+static int check_graph(const ntc_graph *g, ntc_err *err)
+{
+    if (g->n_inputs != 1 || g->n_outputs != 1)
+        return ntc_error(err, g->path, 0, "code generation needs exactly one graph input and one output "
+                         "(the graph has %d and %d)", g->n_inputs, g->n_outputs);
+    const ntc_value *in = &g->values[g->inputs[0]], *out = &g->values[g->outputs[0].value];
+    if (!batch_major(&in->shape) || !batch_major(&out->shape))
+        return ntc_error(err, g->path, 0, "code generation needs the batch N as dimension 0 of '%s' and '%s'",
+                         in->name, out->name);
+    if (out->kind != NTC_VAL_ACT)
+        return ntc_error(err, g->path, 0, "output '%s' is not computed by a node", g->outputs[0].name);
+    return 0;
+}
+
+static int check_node(const ntc_graph *g, const ntc_node *n, ntc_err *err)
+{
+    if (n->n_in > CG_MAX_INPUTS)
+        return ntc_error(err, g->path, n->line, "%s node '%s' has %d inputs; code generation supports %d",
+                         ntc_op_name(n->op), n->name, n->n_in, CG_MAX_INPUTS);
+    for (int j = 0; j < n->n_in; j++)
+        if (!batch_major(&g->values[n->in[j]].shape))
+            return ntc_error(err, g->path, n->line, "%s node '%s': input '%s' has no batch dimension",
+                             ntc_op_name(n->op), n->name, g->values[n->in[j]].name);
+    for (int k = 0; k < NTC_MAX_PARAMS; k++)
+        if (n->par[k] >= 0 && !g->values[n->par[k]].data)
+            return ntc_error(err, g->path, n->line, "%s node '%s': parameter '%s' has no data (weights not loaded)",
+                             ntc_op_name(n->op), n->name, g->values[n->par[k]].name);
+    return 0;
+}
+
+/* ---- emission ------------------------------------------------------------------ */
+
+static void add_attr(cg *c, LLVMValueRef fn, unsigned idx, const char *name)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+}
+
+static void function_attrs(cg *c, LLVMValueRef fn)
+{
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    if (c->vw >= 16) {
+        LLVMAttributeRef a = LLVMCreateStringAttribute(c->ctx, "prefer-vector-width", 19, "512", 3);
+        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, a);
+    }
+}
+
+/* void node(ptr out, ptr scratch, ptr in..., ptr par...) with every
+ * pointer noalias: the plan never lets an output or scratch overlap an
+ * input, and parameters and inputs are only read. */
+static LLVMValueRef emit_node(cg *c, const ntc_graph *g, const ntc_node *n, int index, ntc_err *err)
+{
+    int n_par = 0;
+    for (int k = 0; k < NTC_MAX_PARAMS; k++)
+        n_par += n->par[k] >= 0;
+    int n_args = 2 + n->n_in + n_par;
+    LLVMTypeRef args[2 + CG_MAX_INPUTS + NTC_MAX_PARAMS];
+    for (int i = 0; i < n_args; i++)
+        args[i] = c->ptr;
+    char name[64];
+    snprintf(name, sizeof name, "node%d.%s", index, ntc_op_name(n->op));
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    function_attrs(c, fn);
+    add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+    for (int i = 0; i < n_args; i++)
+        add_attr(c, fn, (unsigned)i + 1, "noalias");
+
+    cg_node nd = {.n = n, .out_shape = &g->values[n->out].shape};
+    ntc_shape in_shape[CG_MAX_INPUTS];
+    for (int j = 0; j < n->n_in; j++) {
+        in_shape[j] = g->values[n->in[j]].shape;
+        nd.in[j] = LLVMGetParam(fn, (unsigned)(2 + j));
+    }
+    nd.in_shape = in_shape;
+    nd.out = LLVMGetParam(fn, 0);
+    nd.scratch = LLVMGetParam(fn, 1);
+    for (int k = 0, a = 2 + n->n_in; k < NTC_MAX_PARAMS; k++)
+        nd.par[k] = n->par[k] >= 0 ? LLVMGetParam(fn, (unsigned)a++) : NULL;
+
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    if (emitters[n->op].emit(c, &nd, err)) {
+        if (!err->line)
+            err->line = n->line;
+        return NULL;
+    }
+    LLVMBuildRetVoid(c->b);
+    return fn;
+}
+
+static int param_index(const ntc_cg_result *r, int v)
+{
+    for (int i = 0; i < r->n_params; i++)
+        if (r->params[i] == v)
+            return i;
+    return -1;
+}
+
+/* The entry: for b in [0, batch): run every node on item b. */
+static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *node_fns,
+                       const ntc_cg_result *r, bool hidden)
+{
+    LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->ptr};
+    LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, 5, 0);
+    LLVMValueRef fn = LLVMAddFunction(c->mod, NTC_CG_ENTRY, ft);
+    function_attrs(c, fn);
+    if (hidden)
+        LLVMSetVisibility(fn, LLVMHiddenVisibility);
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    LLVMValueRef params = LLVMGetParam(fn, 0), input = LLVMGetParam(fn, 1), output = LLVMGetParam(fn, 2);
+    LLVMValueRef ws = LLVMGetParam(fn, 4);
+
+    /* Parameter pointers are loaded once, before the batch loop. */
+    LLVMValueRef *par = ntc_calloc((size_t)r->n_params + 1, sizeof *par);
+    for (int i = 0; i < r->n_params; i++) {
+        LLVMValueRef idx = cg_i64(c, i);
+        par[i] = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildInBoundsGEP2(c->b, c->ptr, params, &idx, 1, ""), "");
+    }
+    cg_loop b = cg_for(c, cg_i64(c, 0), LLVMGetParam(fn, 3), 1, "item");
+    LLVMValueRef in_b = cg_gep(c, input, cg_mul(c, b.iv, cg_i64(c, r->in_numel)));
+    LLVMValueRef out_b = cg_gep(c, output, cg_mul(c, b.iv, cg_i64(c, r->out_numel)));
+    for (int s = 0; s < p->n_steps; s++) {
+        const ntc_node *n = &g->nodes[p->order[s]];
+        LLVMValueRef a[2 + CG_MAX_INPUTS + NTC_MAX_PARAMS];
+        int na = 0;
+        a[na++] = n->out == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[n->out]));
+        a[na++] = p->scratch_off[s] >= 0 ? cg_gep(c, ws, cg_i64(c, p->scratch_off[s])) : LLVMConstNull(c->ptr);
+        for (int j = 0; j < n->n_in; j++) {
+            int v = n->in[j];
+            a[na++] = v == r->input ? in_b : v == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[v]));
+        }
+        for (int k = 0; k < NTC_MAX_PARAMS; k++)
+            if (n->par[k] >= 0)
+                a[na++] = par[param_index(r, n->par[k])];
+        LLVMBuildCall2(c->b, LLVMGlobalGetValueType(node_fns[s]), node_fns[s], a, (unsigned)na, "");
+    }
+    cg_end(c, &b);
+    LLVMBuildRetVoid(c->b);
+    ntc_free(par);
+}
+
+/* Parameters read by the planned nodes, in value-handle order. */
+static int collect_params(const ntc_graph *g, const cg_plan *p, ntc_cg_result *r, ntc_err *err)
+{
+    bool *used = ntc_calloc((size_t)g->n_values + 1, 1);
+    r->params = ntc_malloc(sizeof(int) * ((size_t)g->n_values + 1));
+    if (!used || !r->params) {
+        ntc_free(used);
+        return ntc_error(err, g->path, 0, "out of memory");
+    }
+    for (int s = 0; s < p->n_steps; s++)
+        for (int k = 0; k < NTC_MAX_PARAMS; k++)
+            if (g->nodes[p->order[s]].par[k] >= 0)
+                used[g->nodes[p->order[s]].par[k]] = true;
+    r->n_params = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (used[v])
+            r->params[r->n_params++] = v;
+    ntc_free(used);
+    return 0;
+}
+
+static int optimise(cg *c, LLVMTargetMachineRef tm, ntc_err *err)
+{
+    LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(o, 1);
+    LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
+    LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
+    LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
+    LLVMErrorRef e = LLVMRunPasses(c->mod, "default<O3>", tm, o);
+    LLVMDisposePassBuilderOptions(o);
+    if (e) {
+        char *m = LLVMGetErrorMessage(e);
+        ntc_error(err, NULL, 0, "LLVM optimisation failed: %s", m);
+        LLVMDisposeErrorMessage(m);
+        return -1;
+    }
+    return 0;
+}
+
+static int emit_object(cg *c, LLVMTargetMachineRef tm, ntc_cg_result *r, ntc_err *err)
+{
+    char *msg = NULL;
+    LLVMMemoryBufferRef buf;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, c->mod, LLVMObjectFile, &msg, &buf)) {
+        ntc_error(err, NULL, 0, "LLVM object emission failed: %s", msg ? msg : "?");
+        LLVMDisposeMessage(msg);
+        return -1;
+    }
+    r->obj_len = LLVMGetBufferSize(buf);
+    r->obj = ntc_malloc(r->obj_len);
+    if (r->obj)
+        memcpy(r->obj, LLVMGetBufferStart(buf), r->obj_len);
+    LLVMDisposeMemoryBuffer(buf);
+    return r->obj ? 0 : ntc_error(err, NULL, 0, "out of memory");
+}
+
+void ntc_cg_result_free(ntc_cg_result *r)
+{
+    ntc_free(r->params);
+    ntc_free(r->obj);
+    ntc_free(r->ir);
+    memset(r, 0, sizeof *r);
+}
+
+int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *err)
+{
+    memset(r, 0, sizeof *r);
+    double t0 = now();
+    if (ntc_graph_infer_shapes(g, err) || check_graph(g, err))
+        return -1;
+    ntc_cg_init_llvm();
+
+    char *features = NULL;
+    LLVMTargetMachineRef tm = host_machine(&features, err);
+    if (!tm) {
+        LLVMDisposeMessage(features);
+        return -1;
+    }
+    cg c = {0};
+    c.g = g;
+    c.vw = vector_width(features);
+    LLVMDisposeMessage(features);
+    c.ctx = LLVMContextCreate();
+    c.mod = LLVMModuleCreateWithNameInContext(g->name ? g->name : "ntc", c.ctx);
+    c.b = LLVMCreateBuilderInContext(c.ctx);
+    c.i1 = LLVMInt1TypeInContext(c.ctx);
+    c.i32 = LLVMInt32TypeInContext(c.ctx);
+    c.i64 = LLVMInt64TypeInContext(c.ctx);
+    c.f32 = LLVMFloatTypeInContext(c.ctx);
+    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
+    c.vec = LLVMVectorType(c.f32, (unsigned)c.vw);
+    char *triple = LLVMGetTargetMachineTriple(tm);
+    LLVMSetTarget(c.mod, triple);
+    LLVMDisposeMessage(triple);
+    LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
+    LLVMSetModuleDataLayout(c.mod, dl);
+    LLVMDisposeTargetData(dl);
+
+    cg_plan p = {0};
+    LLVMValueRef *fns = NULL;
+    int rc = -1;
+    r->input = g->inputs[0];
+    r->output = g->outputs[0].value;
+    r->in_numel = ntc_shape_numel(&g->values[r->input].shape);
+    r->out_numel = ntc_shape_numel(&g->values[r->output].shape);
+    if (make_plan(&c, g, r->output, &p, err) || collect_params(g, &p, r, err))
+        goto out;
+    r->ws_floats = p.ws_floats;
+    if (!(fns = ntc_calloc((size_t)p.n_steps + 1, sizeof *fns))) {
+        ntc_error(err, g->path, 0, "out of memory");
+        goto out;
+    }
+    for (int s = 0; s < p.n_steps; s++) {
+        const ntc_node *n = &g->nodes[p.order[s]];
+        if (check_node(g, n, err))
+            goto out;
+        if (!(fns[s] = emit_node(&c, g, n, s, err))) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            ntc_error(err, g->path, n->line, "%s node '%s': %s", ntc_op_name(n->op), n->name, msg);
+            goto out;
+        }
+    }
+    emit_entry(&c, g, &p, fns, r, o && o->hidden_entry);
+    char *msg = NULL;
+    if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg)) {
+        ntc_error(err, g->path, 0, "internal error: generated LLVM IR does not verify: %.900s", msg);
+        LLVMDisposeMessage(msg);
+        goto out;
+    }
+    LLVMDisposeMessage(msg);
+    double t1 = now();
+    r->t_ir = t1 - t0;
+    if (optimise(&c, tm, err))
+        goto out;
+    double t2 = now();
+    r->t_opt = t2 - t1;
+    if (o && o->keep_ir) {
+        char *text = LLVMPrintModuleToString(c.mod);
+        r->ir = ntc_strdup(text);
+        LLVMDisposeMessage(text);
+    }
+    if (emit_object(&c, tm, r, err))
+        goto out;
+    r->t_emit = now() - t2;
+    rc = 0;
+out:
+    ntc_free(fns);
+    plan_free(&p);
+    LLVMDisposeBuilder(c.b);
+    LLVMDisposeModule(c.mod);
+    LLVMContextDispose(c.ctx);
+    LLVMDisposeTargetMachine(tm);
+    if (rc)
+        ntc_cg_result_free(r);
+    return rc;
+}

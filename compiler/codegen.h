@@ -1,0 +1,135 @@
+/* Internals of the code generator shared by compiler/codegen*.c, jit.c and
+ * aot.c.
+ *
+ * ntc_codegen lowers a graph to one object file exporting
+ *
+ *   void ntc_task_run(const float *const *params, const float *input,
+ *                     float *output, int64_t batch, float *workspace);
+ *
+ * which runs `batch` items one after the other; `params` holds the
+ * parameter pointers in the order of ntc_cg_result.params, `workspace`
+ * holds ws_floats floats (64-byte aligned) for the intermediate values and
+ * the convolutions' scratch of one item.  Callers split big batches over
+ * threads, one workspace each.
+ *
+ * Each node becomes an internal function emitted by its op's row in the
+ * emitter table (codegen.c); the emitters live in codegen_ops.c and
+ * codegen_conv.c and use the small loop-building helpers below. */
+#ifndef NTC_COMPILER_CODEGEN_H
+#define NTC_COMPILER_CODEGEN_H
+
+#include "ntc/ir.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#define NTC_CG_ENTRY "ntc_task_run"
+
+typedef struct {
+    bool hidden_entry;          /* hidden visibility (shared objects: no interposition) */
+    bool keep_ir;               /* keep the optimised IR text in the result */
+} ntc_cg_opts;
+
+typedef struct {
+    int n_params;
+    int *params;                /* value handles, in the table order of the entry */
+    int input, output;          /* value handles */
+    int64_t in_numel, out_numel;/* floats per item */
+    int64_t ws_floats;          /* workspace per item-sequence (one thread) */
+    void *obj;                  /* object file bytes (ntc_malloc'ed) */
+    size_t obj_len;
+    char *ir;                   /* optimised IR text if keep_ir, else NULL */
+    double t_ir, t_opt, t_emit; /* seconds */
+} ntc_cg_result;
+
+/* Lowers g (verified; shapes inferred here) to an object file for the host
+ * CPU with position-independent code.  Returns 0, or -1 with err filled
+ * (the node's name and source line for unsupported nodes). */
+int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *err);
+void ntc_cg_result_free(ntc_cg_result *r);
+
+/* Prepares LLVM's native target once (thread-safe). */
+void ntc_cg_init_llvm(void);
+
+/* ---- for the emitters ------------------------------------------------------ */
+
+typedef struct cg {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMTypeRef i1, i32, i64, f32, ptr, vec; /* vec: <vw x float> */
+    int vw;                     /* floats per vector register of the host */
+    LLVMValueRef fn;            /* function being emitted */
+    const ntc_graph *g;
+} cg;
+
+/* What an emitter gets: the node and its operands as pointer values of the
+ * node's function (one batch item; parameters absent from the node are
+ * NULL, never dereferenced). */
+typedef struct {
+    const ntc_node *n;
+    const ntc_shape *in_shape;  /* per input, dims[0] is the batch */
+    const ntc_shape *out_shape;
+    LLVMValueRef in[64];        /* up to the node's n_in (<= 64, checked) */
+    LLVMValueRef out, scratch;
+    LLVMValueRef par[NTC_MAX_PARAMS];
+} cg_node;
+
+#define CG_MAX_INPUTS 64
+
+/* An emitter fills the node's function body at the builder's position and
+ * returns 0, or -1 with err filled. */
+typedef int (*cg_emit_fn)(cg *c, const cg_node *nd, ntc_err *err);
+/* Scratch floats per item a node needs besides its output. */
+typedef int64_t (*cg_scratch_fn)(const cg *c, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+
+#define OP(name, min_in, max_in, doc) \
+    int cg_emit_##name(cg *c, const cg_node *nd, ntc_err *err);
+#include "ntc/ops.def"
+#undef OP
+int64_t cg_scratch_conv2d(const cg *c, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+
+/* A counted loop `for (iv = lo; iv < hi; iv += step)` (while form: runs zero
+ * times when lo >= hi).  cg_for leaves the builder in the body; cg_end
+ * closes the loop and leaves the builder after it.  Loop-carried values
+ * (accumulators): cg_for_carry makes carry[k] start at init[k]; cg_end_carry
+ * feeds next[k] back; after the loop carry[k] holds the final value. */
+#define CG_MAX_CARRY 64
+typedef struct {
+    LLVMValueRef iv, step;
+    LLVMBasicBlockRef header, exit;
+    int n_carry;
+    LLVMValueRef carry[CG_MAX_CARRY];
+} cg_loop;
+
+cg_loop cg_for(cg *c, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name);
+void cg_end(cg *c, cg_loop *l);
+void cg_for_carry(cg *c, cg_loop *l, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name,
+                  int n, const LLVMValueRef *init);
+void cg_end_carry(cg *c, cg_loop *l, const LLVMValueRef *next);
+
+LLVMValueRef cg_i64(cg *c, int64_t v);
+LLVMValueRef cg_f32(cg *c, double v);
+/* &p[i] for float pointers, i an i64 value. */
+LLVMValueRef cg_gep(cg *c, LLVMValueRef p, LLVMValueRef i);
+LLVMValueRef cg_load(cg *c, LLVMValueRef p, LLVMValueRef i);             /* p[i] */
+void cg_store(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);    /* p[i] = v */
+LLVMValueRef cg_vload(cg *c, LLVMValueRef p, LLVMValueRef i);            /* vector at &p[i] */
+void cg_vstore(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
+LLVMValueRef cg_splat(cg *c, LLVMValueRef scalar);
+LLVMValueRef cg_add(cg *c, LLVMValueRef a, LLVMValueRef b);              /* i64 */
+LLVMValueRef cg_mul(cg *c, LLVMValueRef a, LLVMValueRef b);              /* i64 */
+LLVMValueRef cg_smax(cg *c, LLVMValueRef a, LLVMValueRef b);             /* i64 */
+LLVMValueRef cg_smin(cg *c, LLVMValueRef a, LLVMValueRef b);             /* i64 */
+/* Float arithmetic.  `reassoc` marks additions inside reductions that may
+ * be reordered (so they vectorise); everything else keeps IEEE order. */
+LLVMValueRef cg_fadd(cg *c, LLVMValueRef a, LLVMValueRef b, bool reassoc);
+LLVMValueRef cg_fmul(cg *c, LLVMValueRef a, LLVMValueRef b);
+/* a * b + c, fused when the target has FMA (llvm.fmuladd). */
+LLVMValueRef cg_fmuladd(cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
+/* Calls a one-argument float intrinsic ("llvm.exp", "llvm.sqrt") on a
+ * scalar or a vector. */
+LLVMValueRef cg_intrinsic1(cg *c, const char *name, LLVMValueRef x);
+LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b);
+
+#endif

@@ -1,0 +1,139 @@
+/* Small helpers over the LLVM C API builder that the emitters share: counted
+ * loops, float pointer arithmetic, vectors and intrinsics.  Indices are
+ * i64, data is float. */
+#include "codegen.h"
+
+#include <string.h>
+
+void cg_for_carry(cg *c, cg_loop *l, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name,
+                  int n, const LLVMValueRef *init)
+{
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+    l->header = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+    l->exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+    l->step = cg_i64(c, step);
+    l->n_carry = n;
+    LLVMBuildBr(c->b, l->header);
+    LLVMPositionBuilderAtEnd(c->b, l->header);
+    l->iv = LLVMBuildPhi(c->b, c->i64, name);
+    LLVMAddIncoming(l->iv, &lo, &pre, 1);
+    for (int k = 0; k < n; k++) {
+        l->carry[k] = LLVMBuildPhi(c->b, LLVMTypeOf(init[k]), "acc");
+        LLVMAddIncoming(l->carry[k], (LLVMValueRef *)&init[k], &pre, 1);
+    }
+    LLVMValueRef more = LLVMBuildICmp(c->b, LLVMIntSLT, l->iv, hi, "");
+    LLVMBuildCondBr(c->b, more, body, l->exit);
+    LLVMPositionBuilderAtEnd(c->b, body);
+}
+
+void cg_end_carry(cg *c, cg_loop *l, const LLVMValueRef *next)
+{
+    LLVMValueRef iv_next = LLVMBuildNSWAdd(c->b, l->iv, l->step, "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+    LLVMBuildBr(c->b, l->header);
+    LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
+    for (int k = 0; k < l->n_carry; k++)
+        LLVMAddIncoming(l->carry[k], (LLVMValueRef *)&next[k], &latch, 1);
+    LLVMPositionBuilderAtEnd(c->b, l->exit);
+}
+
+cg_loop cg_for(cg *c, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name)
+{
+    cg_loop l;
+    cg_for_carry(c, &l, lo, hi, step, name, 0, NULL);
+    return l;
+}
+
+void cg_end(cg *c, cg_loop *l) { cg_end_carry(c, l, NULL); }
+
+LLVMValueRef cg_i64(cg *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+
+LLVMValueRef cg_f32(cg *c, double v) { return LLVMConstReal(c->f32, v); }
+
+LLVMValueRef cg_gep(cg *c, LLVMValueRef p, LLVMValueRef i)
+{
+    return LLVMBuildInBoundsGEP2(c->b, c->f32, p, &i, 1, "");
+}
+
+LLVMValueRef cg_load(cg *c, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->f32, cg_gep(c, p, i), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void cg_store(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMSetAlignment(LLVMBuildStore(c->b, v, cg_gep(c, p, i)), 4);
+}
+
+/* Vectors are loaded and stored unaligned: rows of odd widths start
+ * anywhere, and unaligned moves cost the same as aligned ones on the CPUs
+ * with wide vectors. */
+LLVMValueRef cg_vload(cg *c, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->vec, cg_gep(c, p, i), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void cg_vstore(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMSetAlignment(LLVMBuildStore(c->b, v, cg_gep(c, p, i)), 4);
+}
+
+LLVMValueRef cg_splat(cg *c, LLVMValueRef scalar)
+{
+    LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(c->vec), scalar,
+                                              LLVMConstInt(c->i32, 0, 0), "");
+    LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->vw));
+    return LLVMBuildShuffleVector(c->b, one, LLVMGetPoison(c->vec), zeros, "");
+}
+
+LLVMValueRef cg_add(cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
+
+LLVMValueRef cg_mul(cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(c->b, a, b, ""); }
+
+LLVMValueRef cg_smax(cg *c, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b, "");
+}
+
+LLVMValueRef cg_smin(cg *c, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+
+LLVMValueRef cg_fadd(cg *c, LLVMValueRef a, LLVMValueRef b, bool reassoc)
+{
+    LLVMValueRef r = LLVMBuildFAdd(c->b, a, b, "");
+    if (reassoc)
+        LLVMSetFastMathFlags(r, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+    return r;
+}
+
+LLVMValueRef cg_fmul(cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(c->b, a, b, ""); }
+
+static LLVMValueRef call_intrinsic(cg *c, const char *name, LLVMValueRef *args, unsigned n)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMTypeRef t = LLVMTypeOf(args[0]);
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, &t, 1);
+    LLVMTypeRef ft = LLVMIntrinsicGetType(c->ctx, id, &t, 1);
+    return LLVMBuildCall2(c->b, ft, fn, args, n, "");
+}
+
+LLVMValueRef cg_fmuladd(cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc)
+{
+    LLVMValueRef args[3] = {a, b, acc};
+    return call_intrinsic(c, "llvm.fmuladd", args, 3);
+}
+
+LLVMValueRef cg_intrinsic1(cg *c, const char *name, LLVMValueRef x) { return call_intrinsic(c, name, &x, 1); }
+
+LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b)
+{
+    LLVMValueRef args[2] = {a, b};
+    return call_intrinsic(c, "llvm.maxnum", args, 2);
+}

@@ -1,0 +1,195 @@
+/* conv2d: a register-blocked direct convolution.
+ *
+ * 1. Pack.  The input is copied once into `phases`: zero padding made
+ *    explicit, and for a stride s the padded image split into s_h x s_w
+ *    phase images (phase (py, px) holds padded pixels (y*s_h+py, x*s_w+px)).
+ *    A tap (ky, kx) of the strided, dilated convolution then reads one
+ *    phase at a fixed offset, so every tap is a stride-1 shift.
+ * 2. Compute.  Within a phase plane of width PWs, output pixel (oy, ox)
+ *    sits at p = oy*PWs + ox and tap t reads p + qy*PWs + qx: the whole
+ *    output plane is one contiguous run of p, computed in vectors.  Columns
+ *    ox >= OW are computed and thrown away (PWs - OW of every PWs).  A tile
+ *    is FB filters x XB vectors of p held in registers, accumulated over
+ *    input channels (a loop) and taps (unrolled), each step one vector load
+ *    per p-vector, one broadcast weight per filter and FB x XB FMAs.
+ * 3. Compact.  Tiles go to a scratch plane of PWs-wide rows; the valid
+ *    columns are copied out (skipped when the rows have no waste and the
+ *    plane is a whole number of vectors, e.g. 1x1 convolutions on 28x28).
+ *
+ * The copy and the compaction are O(C*H*W) and O(F*OH*OW) against the
+ * convolution's O(F*C*KH*KW*OH*OW), and the packed input lets the inner
+ * loop run without any bounds checks. */
+#include "codegen.h"
+
+typedef struct {
+    int64_t C, H, W, F, OH, OW;
+    int KH, KW, SH, SW, DH, DW, PT, PL;
+    int64_t PHs, PWs, plane, n_phases;  /* phase plane rows, columns, size */
+    int64_t P, Pv, P_pad;               /* computed positions: OH*PWs, vectors, padded */
+    int64_t phases_floats;              /* packed input + read slack */
+    bool direct;                        /* tiles are stored straight into the output */
+    int FB, XB;                         /* tile: filters x vectors */
+} conv_geom;
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
+{
+    const ntc_attrs *a = &n->a;
+    conv_geom g = {0};
+    g.C = in->dims[1], g.H = in->dims[2], g.W = in->dims[3];
+    g.F = out->dims[1], g.OH = out->dims[2], g.OW = out->dims[3];
+    g.KH = a->kernel[0], g.KW = a->kernel[1], g.SH = a->stride[0], g.SW = a->stride[1];
+    g.DH = a->dilation[0], g.DW = a->dilation[1], g.PT = a->pad[0], g.PL = a->pad[1];
+    int64_t PH = g.H + a->pad[0] + a->pad[2], PW = g.W + a->pad[1] + a->pad[3];
+    g.PHs = ceil_div(PH, g.SH), g.PWs = ceil_div(PW, g.SW);
+    g.plane = g.PHs * g.PWs;
+    g.n_phases = (int64_t)g.SH * g.SW;
+    g.P = g.OH * g.PWs;
+    g.Pv = ceil_div(g.P, vw);
+    g.P_pad = g.Pv * vw;
+    /* Reads run past a plane's end by at most the largest column shift
+     * plus one vector (see the header comment); the last plane needs it. */
+    int64_t max_qx = (int64_t)(g.KW - 1) * g.DW / g.SW;
+    g.phases_floats = g.n_phases * g.C * g.plane + max_qx + vw;
+    g.direct = g.PWs == g.OW && g.P_pad == g.P;
+    /* Register budget: 32 vector registers with AVX-512 (16 otherwise),
+     * minus the XB loaded input vectors and a broadcast weight. */
+    int budget = vw >= 16 ? 24 : 12, max_xb = vw >= 16 ? 4 : 3;
+    g.XB = (int)(g.Pv < max_xb ? g.Pv : max_xb);
+    g.FB = budget / g.XB;
+    if (g.FB > 16)
+        g.FB = 16;
+    if (g.FB > g.F)
+        g.FB = (int)g.F;
+    return g;
+}
+
+int64_t cg_scratch_conv2d(const cg *c, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
+{
+    conv_geom g = geometry(c->vw, n, in, out);
+    /* The tile scratch starts on a 16-float boundary after the phases. */
+    return ceil_div(g.phases_floats, 16) * 16 + (g.direct ? 0 : g.F * g.P_pad);
+}
+
+/* phases[((py*SW + px)*C + c)*plane + y*PWs + x] = padded input, or 0. */
+static void emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
+{
+    cg_loop py = cg_for(c, cg_i64(c, 0), cg_i64(c, g->SH), 1, "py");
+    cg_loop px = cg_for(c, cg_i64(c, 0), cg_i64(c, g->SW), 1, "px");
+    LLVMValueRef phase = cg_add(c, cg_mul(c, py.iv, cg_i64(c, g->SW)), px.iv);
+    cg_loop ch = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C), 1, "c");
+    LLVMValueRef dst = cg_gep(c, phases, cg_mul(c, cg_add(c, cg_mul(c, phase, cg_i64(c, g->C)), ch.iv),
+                                               cg_i64(c, g->plane)));
+    LLVMValueRef src = cg_gep(c, in, cg_mul(c, ch.iv, cg_i64(c, g->H * g->W)));
+    cg_loop y = cg_for(c, cg_i64(c, 0), cg_i64(c, g->PHs), 1, "y");
+    LLVMValueRef iy = LLVMBuildNSWSub(c->b, cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->SH)), py.iv),
+                                      cg_i64(c, g->PT), "");
+    LLVMValueRef row_ok = LLVMBuildICmp(c->b, LLVMIntULT, iy, cg_i64(c, g->H), "");
+    LLVMValueRef iy_safe = LLVMBuildSelect(c->b, row_ok, iy, cg_i64(c, 0), "");
+    cg_loop x = cg_for(c, cg_i64(c, 0), cg_i64(c, g->PWs), 1, "x");
+    LLVMValueRef ix = LLVMBuildNSWSub(c->b, cg_add(c, cg_mul(c, x.iv, cg_i64(c, g->SW)), px.iv),
+                                      cg_i64(c, g->PL), "");
+    LLVMValueRef ok = LLVMBuildAnd(c->b, row_ok, LLVMBuildICmp(c->b, LLVMIntULT, ix, cg_i64(c, g->W), ""), "");
+    LLVMValueRef ix_safe = LLVMBuildSelect(c->b, ok, ix, cg_i64(c, 0), "");
+    /* Clamped address, then select: no branch, no out-of-bounds read. */
+    LLVMValueRef v = cg_load(c, src, cg_add(c, cg_mul(c, iy_safe, cg_i64(c, g->W)), ix_safe));
+    cg_store(c, LLVMBuildSelect(c->b, ok, v, cg_f32(c, 0), ""), dst,
+             cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->PWs)), x.iv));
+    cg_end(c, &x);
+    cg_end(c, &y);
+    cg_end(c, &ch);
+    cg_end(c, &px);
+    cg_end(c, &py);
+}
+
+/* One tile: filters f0..f0+nf-1, vectors p0.. p0+nx*vw-1 of the plane. */
+static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases, LLVMValueRef dst,
+                      int64_t dst_stride, LLVMValueRef f0, int nf, LLVMValueRef p0, int nx)
+{
+    const int KK = g->KH * g->KW;
+    LLVMValueRef init[CG_MAX_CARRY];
+    for (int f = 0; f < nf; f++) {
+        LLVMValueRef b = nd->par[1] ? cg_splat(c, cg_load(c, nd->par[1], cg_add(c, f0, cg_i64(c, f))))
+                                    : LLVMConstNull(c->vec);
+        for (int x = 0; x < nx; x++)
+            init[f * nx + x] = b;
+    }
+    cg_loop ch;
+    cg_for_carry(c, &ch, cg_i64(c, 0), cg_i64(c, g->C), 1, "c", nf * nx, init);
+    LLVMValueRef acc[CG_MAX_CARRY];
+    for (int k = 0; k < nf * nx; k++)
+        acc[k] = ch.carry[k];
+    LLVMValueRef in_c = cg_add(c, cg_mul(c, ch.iv, cg_i64(c, g->plane)), p0);
+    /* weight[(f0+f)*C*KK + c*KK + t] */
+    LLVMValueRef w_c = cg_add(c, cg_mul(c, f0, cg_i64(c, g->C * KK)), cg_mul(c, ch.iv, cg_i64(c, KK)));
+    for (int ky = 0; ky < g->KH; ky++)
+        for (int kx = 0; kx < g->KW; kx++) {
+            int64_t Y = (int64_t)ky * g->DH, X = (int64_t)kx * g->DW;
+            int64_t phase = (Y % g->SH) * g->SW + X % g->SW;
+            int64_t off = phase * g->C * g->plane + (Y / g->SH) * g->PWs + X / g->SW;
+            LLVMValueRef v[8];
+            for (int x = 0; x < nx; x++)
+                v[x] = cg_vload(c, phases, cg_add(c, in_c, cg_i64(c, off + (int64_t)x * c->vw)));
+            for (int f = 0; f < nf; f++) {
+                LLVMValueRef w = cg_load(c, nd->par[0],
+                                         cg_add(c, w_c, cg_i64(c, (int64_t)f * g->C * KK + ky * g->KW + kx)));
+                LLVMValueRef ws = cg_splat(c, w);
+                for (int x = 0; x < nx; x++)
+                    acc[f * nx + x] = cg_fmuladd(c, ws, v[x], acc[f * nx + x]);
+            }
+        }
+    cg_end_carry(c, &ch, acc);
+    for (int f = 0; f < nf; f++) {
+        LLVMValueRef row = cg_add(c, cg_mul(c, cg_add(c, f0, cg_i64(c, f)), cg_i64(c, dst_stride)), p0);
+        for (int x = 0; x < nx; x++)
+            cg_vstore(c, ch.carry[f * nx + x], dst, cg_add(c, row, cg_i64(c, (int64_t)x * c->vw)));
+    }
+}
+
+/* All p tiles of filters f0..f0+nf-1: full XB-wide tiles in a loop, then
+ * the remaining vectors. */
+static void emit_filter_block(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases,
+                              LLVMValueRef dst, int64_t dst_stride, LLVMValueRef f0, int nf)
+{
+    int64_t tile = (int64_t)g->XB * c->vw, full = g->Pv / g->XB * tile;
+    if (full > 0) {
+        cg_loop p = cg_for(c, cg_i64(c, 0), cg_i64(c, full), tile, "p");
+        emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, p.iv, g->XB);
+        cg_end(c, &p);
+    }
+    int rest = (int)(g->Pv % g->XB);
+    if (rest)
+        emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, cg_i64(c, full), rest);
+}
+
+int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
+{
+    (void)err;
+    conv_geom g = geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
+    LLVMValueRef phases = nd->scratch;
+    LLVMValueRef tiles = g.direct ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g.phases_floats, 16) * 16));
+    int64_t stride = g.direct ? g.OH * g.OW : g.P_pad;
+
+    emit_pack(c, &g, nd->in[0], phases);
+
+    int64_t full_f = g.F / g.FB * g.FB;
+    cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g.FB, "f");
+    emit_filter_block(c, &g, nd, phases, tiles, stride, f.iv, g.FB);
+    cg_end(c, &f);
+    if (g.F > full_f)
+        emit_filter_block(c, &g, nd, phases, tiles, stride, cg_i64(c, full_f), (int)(g.F - full_f));
+
+    if (!g.direct) {
+        cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
+        cg_loop oy = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OH), 1, "oy");
+        LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.P_pad)), cg_mul(c, oy.iv, cg_i64(c, g.PWs)));
+        LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
+        cg_loop ox = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OW), 1, "ox");
+        cg_store(c, cg_load(c, tiles, cg_add(c, src, ox.iv)), nd->out, cg_add(c, dst, ox.iv));
+        cg_end(c, &ox);
+        cg_end(c, &oy);
+        cg_end(c, &fo);
+    }
+    return 0;
+}

@@ -1,0 +1,509 @@
+/* The LLVM code generator and JIT (ntc/jit.h): every op on random small
+ * shapes, strides, paddings and dilations, checked three ways: against
+ * naive loops written here, against the interpreter (ntc/runtime.h), and
+ * (shared objects) against the JIT.  Agreement is measured as
+ *     max_i |got_i - want_i| / max_i |want_i|   <= 1e-4
+ * (normwise, so outputs near zero do not blow the ratio up). */
+#include "testutil.h"
+
+#include "ntc/jit.h"
+#include "ntc/runtime.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-4
+
+/* ---- building graphs ------------------------------------------------------ */
+
+static int node1(ntc_graph *g, ntc_op op, const char *name, int in)
+{
+    int n = ntc_graph_add_node(g, op, name, &in, 1, -1);
+    ck_assert_int_ge(n, 0);
+    return n;
+}
+
+static int out_of(ntc_graph *g, int node) { return g->nodes[node].out; }
+
+static void set2(int *a, int x, int y) { a[0] = x, a[1] = y; }
+
+static int conv(ntc_graph *g, const char *name, int in, int filters, int k, int s, int p, bool bias)
+{
+    int c = node1(g, NTC_OP_conv2d, name, in);
+    g->nodes[c].a.filters = filters;
+    set2(g->nodes[c].a.kernel, k, k);
+    set2(g->nodes[c].a.stride, s, s);
+    for (int i = 0; i < 4; i++)
+        g->nodes[c].a.pad[i] = p;
+    ntc_node_add_param(g, c, "weight", NULL);
+    if (bias)
+        ntc_node_add_param(g, c, "bias", NULL);
+    return c;
+}
+
+static int batchnorm(ntc_graph *g, const char *name, int in)
+{
+    int n = node1(g, NTC_OP_batchnorm, name, in);
+    const char *slots[] = {"scale", "bias", "mean", "var"};
+    for (int i = 0; i < 4; i++)
+        ntc_node_add_param(g, n, slots[i], NULL);
+    return n;
+}
+
+/* Verifies g and fills every parameter from a seeded generator: uniform
+ * [-1, 1), except batchnorm variances in [0.5, 1.5). */
+static void fill_params(ntc_graph *g, unsigned seed)
+{
+    ntc_err err = {0};
+    ck_assert_msg(ntc_graph_infer_shapes(g, &err) == 0, "%s", ntc_err_str(&err));
+    for (int v = 0; v < g->n_values; v++) {
+        ntc_value *val = &g->values[v];
+        if (val->kind != NTC_VAL_PARAM)
+            continue;
+        int64_t n = ntc_shape_numel(&val->shape);
+        val->data = ntc_malloc(sizeof(float) * (size_t)n);
+        val->owned = true;
+        for (int64_t i = 0; i < n; i++)
+            val->data[i] = tu_randf(&seed);
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == NTC_OP_batchnorm) {
+            ntc_value *var = &g->values[g->nodes[i].par[3]];
+            for (int64_t k = 0; k < ntc_shape_numel(&var->shape); k++)
+                var->data[k] = 1.0f + 0.5f * var->data[k];
+        }
+    ck_assert_msg(ntc_graph_verify(g, &err) == 0, "%s", ntc_err_str(&err));
+}
+
+/* ---- naive reference --------------------------------------------------------- */
+
+static int64_t numel(const ntc_graph *g, int v) { return ntc_shape_numel(&g->values[v].shape); }
+
+static void ref_conv(const ntc_node *n, const ntc_shape *is, const ntc_shape *os, const float *x, const float *w,
+                     const float *b, float *y, int batch)
+{
+    const ntc_attrs *a = &n->a;
+    int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3], F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
+    for (int i = 0; i < batch; i++)
+        for (int64_t f = 0; f < F; f++)
+            for (int64_t oy = 0; oy < OH; oy++)
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    double acc = b ? b[f] : 0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int ky = 0; ky < a->kernel[0]; ky++)
+                            for (int kx = 0; kx < a->kernel[1]; kx++) {
+                                int64_t iy = oy * a->stride[0] - a->pad[0] + ky * a->dilation[0];
+                                int64_t ix = ox * a->stride[1] - a->pad[1] + kx * a->dilation[1];
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                                    continue;
+                                acc += (double)w[((f * C + c) * a->kernel[0] + ky) * a->kernel[1] + kx] *
+                                       x[((i * C + c) * H + iy) * W + ix];
+                            }
+                    y[((i * F + f) * OH + oy) * OW + ox] = (float)acc;
+                }
+}
+
+static void ref_pool(const ntc_node *n, const ntc_shape *is, const ntc_shape *os, const float *x, float *y, int batch)
+{
+    const ntc_attrs *a = &n->a;
+    bool is_max = n->op == NTC_OP_maxpool;
+    int64_t H = is->dims[2], W = is->dims[3], OH = os->dims[2], OW = os->dims[3];
+    for (int64_t pl = 0; pl < batch * is->dims[1]; pl++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                double acc = is_max ? -INFINITY : 0;
+                int64_t inside = 0, padded = 0;
+                for (int ky = 0; ky < a->kernel[0]; ky++)
+                    for (int kx = 0; kx < a->kernel[1]; kx++) {
+                        int64_t iy = oy * a->stride[0] - a->pad[0] + ky, ix = ox * a->stride[1] - a->pad[1] + kx;
+                        if (iy < H + a->pad[2] && ix < W + a->pad[3])
+                            padded++;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                            continue;
+                        inside++;
+                        double v = x[(pl * H + iy) * W + ix];
+                        acc = is_max ? fmax(acc, v) : acc + v;
+                    }
+                if (!is_max)
+                    acc /= (double)(a->count_include_pad ? padded : inside);
+                y[(pl * OH + oy) * OW + ox] = (float)acc;
+            }
+}
+
+/* Runs g on `batch` items with naive loops; returns the output (malloc'ed). */
+static float *reference(ntc_graph *g, const float *input, int batch)
+{
+    float **val = calloc((size_t)g->n_values, sizeof *val);
+    val[g->inputs[0]] = (float *)input;
+    int *order = malloc(sizeof(int) * (size_t)g->n_nodes);
+    ntc_err err = {0};
+    int n_order = ntc_graph_topo_order(g, order, &err);
+    ck_assert_int_ge(n_order, 0);
+    for (int s = 0; s < n_order; s++) {
+        const ntc_node *n = &g->nodes[order[s]];
+        const ntc_shape *is = &g->values[n->in[0]].shape, *os = &g->values[n->out].shape;
+        int64_t m = numel(g, n->out), k = numel(g, n->in[0]);
+        float *y = val[n->out] = calloc((size_t)(m * batch), sizeof(float));
+        const float *x = val[n->in[0]];
+        const float *p[NTC_MAX_PARAMS];
+        for (int j = 0; j < NTC_MAX_PARAMS; j++)
+            p[j] = n->par[j] >= 0 ? g->values[n->par[j]].data : NULL;
+        switch (n->op) {
+        case NTC_OP_conv2d:
+            ref_conv(n, is, os, x, p[0], p[1], y, batch);
+            break;
+        case NTC_OP_batchnorm: {
+            int64_t C = is->dims[1], inner = k / C;
+            for (int64_t i = 0; i < k * batch; i++) {
+                int64_t c = i / inner % C;
+                y[i] = (float)((x[i] - p[2][c]) / sqrt((double)p[3][c] + n->a.epsilon) * p[0][c] + p[1][c]);
+            }
+            break;
+        }
+        case NTC_OP_relu:
+            for (int64_t i = 0; i < m * batch; i++)
+                y[i] = x[i] > 0 ? x[i] : 0;
+            break;
+        case NTC_OP_add:
+        case NTC_OP_mix: {
+            double w[16], sum = 0;
+            for (int j = 0; j < n->n_in; j++)
+                sum += w[j] = n->op == NTC_OP_mix ? exp(p[0][j]) : 1.0;
+            for (int j = 0; j < n->n_in; j++)
+                for (int64_t i = 0; i < m * batch; i++)
+                    y[i] += (float)(w[j] / (n->op == NTC_OP_mix ? sum : 1.0) * val[n->in[j]][i]);
+            break;
+        }
+        case NTC_OP_maxpool:
+        case NTC_OP_avgpool:
+            ref_pool(n, is, os, x, y, batch);
+            break;
+        case NTC_OP_global_avgpool: {
+            int64_t hw = is->dims[2] * is->dims[3];
+            for (int64_t pl = 0; pl < m * batch; pl++) {
+                double acc = 0;
+                for (int64_t i = 0; i < hw; i++)
+                    acc += x[pl * hw + i];
+                y[pl] = (float)(acc / (double)hw);
+            }
+            break;
+        }
+        case NTC_OP_flatten:
+            memcpy(y, x, sizeof(float) * (size_t)(m * batch));
+            break;
+        case NTC_OP_linear:
+            for (int i = 0; i < batch; i++)
+                for (int64_t u = 0; u < m; u++) {
+                    double acc = p[1] ? p[1][u] : 0;
+                    for (int64_t j = 0; j < k; j++)
+                        acc += (double)p[0][u * k + j] * x[i * k + j];
+                    y[i * m + u] = (float)acc;
+                }
+            break;
+        case NTC_OP_softmax: {
+            int axis = n->a.axis < 0 ? n->a.axis + is->rank : n->a.axis;
+            int64_t len = is->dims[axis], inner = 1;
+            for (int d = axis + 1; d < is->rank; d++)
+                inner *= is->dims[d];
+            for (int64_t o = 0; o < m * batch / (len * inner); o++)
+                for (int64_t in = 0; in < inner; in++) {
+                    const float *xs = x + o * len * inner + in;
+                    double mx = -INFINITY, sum = 0;
+                    for (int64_t j = 0; j < len; j++)
+                        mx = fmax(mx, xs[j * inner]);
+                    for (int64_t j = 0; j < len; j++)
+                        sum += exp(xs[j * inner] - mx);
+                    for (int64_t j = 0; j < len; j++)
+                        y[o * len * inner + in + j * inner] = (float)(exp(xs[j * inner] - mx) / sum);
+                }
+            break;
+        }
+        default:
+            ck_abort_msg("no reference for %s", ntc_op_name(n->op));
+        }
+    }
+    int outv = g->outputs[0].value;
+    float *result = val[outv];
+    for (int v = 0; v < g->n_values; v++)
+        if (v != outv && v != g->inputs[0])
+            free(val[v]);
+    free(val);
+    free(order);
+    return result;
+}
+
+/* ---- comparing ------------------------------------------------------------------ */
+
+static double rel_error(const float *got, const float *want, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        num = d > num || isnan(d) ? d : num;
+        den = fmax(den, fabs((double)want[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
+static float *random_input(const ntc_graph *g, int batch, unsigned seed)
+{
+    int64_t n = numel(g, g->inputs[0]) * batch;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = tu_randf(&seed);
+    return x;
+}
+
+/* JIT vs naive loops vs interpreter on `batch` random items. */
+static void check_graph(ntc_graph *g, int batch, const char *what)
+{
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+    int64_t on = numel(g, g->outputs[0].value);
+    ck_assert_int_eq(ntc_jit_output_numel(j), on);
+    float *x = random_input(g, batch, 7u + (unsigned)batch);
+    float *y = malloc(sizeof(float) * (size_t)(on * batch) + 1);
+    ck_assert_msg(ntc_jit_run(j, x, batch, y, &err) == 0, "%s", ntc_err_str(&err));
+    float *want = reference(g, x, batch);
+    double e = rel_error(y, want, on * batch);
+    ck_assert_msg(e <= TOL, "%s: JIT vs naive loops: relative error %g", what, e);
+
+    ntc_exec *ex = ntc_exec_new(g, batch, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    const float *ins[] = {x};
+    ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
+    e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    ck_assert_msg(e <= TOL, "%s: JIT vs interpreter: relative error %g", what, e);
+    ntc_exec_free(ex);
+    ntc_jit_free(j);
+    free(x);
+    free(y);
+    free(want);
+}
+
+static ntc_graph *input_graph(const char *shape, int *x)
+{
+    ntc_graph *g = ntc_graph_new("t");
+    ntc_shape s;
+    ck_assert_int_eq(ntc_shape_parse(shape, &s), 0);
+    *x = ntc_graph_add_input(g, "x", &s);
+    return g;
+}
+
+static int rnd(unsigned *st, int lo, int hi)
+{
+    *st = *st * 1103515245u + 12345u;
+    return lo + (int)((*st >> 16) % (unsigned)(hi - lo + 1));
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+/* Random convolutions: kernel 1..5, stride 1..3, asymmetric pads,
+ * dilation 1..2, with and without bias, odd channel counts. */
+START_TEST(conv_random)
+{
+    unsigned st = 1234u + (unsigned)_i;
+    for (int t = 0; t < 6; t++) {
+        int C = rnd(&st, 1, 7), F = rnd(&st, 1, 21), H = rnd(&st, 5, 17), W = rnd(&st, 5, 17);
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, F, 1, 1, 0, rnd(&st, 0, 1));
+        ntc_attrs *a = &g->nodes[c].a;
+        set2(a->kernel, rnd(&st, 1, 5), rnd(&st, 1, 4));
+        set2(a->stride, rnd(&st, 1, 3), rnd(&st, 1, 3));
+        set2(a->dilation, rnd(&st, 1, 2), rnd(&st, 1, 2));
+        for (int i = 0; i < 4; i++)
+            a->pad[i] = rnd(&st, 0, 2);
+        ntc_graph_add_output(g, "y", out_of(g, c));
+        fill_params(g, st);
+        char what[256];
+        snprintf(what, sizeof what, "conv C%d F%d %dx%d k%dx%d s%dx%d d%dx%d p%d,%d,%d,%d", C, F, H, W, a->kernel[0],
+                 a->kernel[1], a->stride[0], a->stride[1], a->dilation[0], a->dilation[1], a->pad[0], a->pad[1],
+                 a->pad[2], a->pad[3]);
+        check_graph(g, 1 + t % 3, what);
+        ntc_graph_free(g);
+    }
+}
+END_TEST
+
+/* The shapes of a 28x28 ResNet: 3x3 stride 1 and 2, 1x1 shortcuts. */
+START_TEST(conv_resnet_shapes)
+{
+    static const int cfg[][5] = {{1, 16, 28, 3, 1}, {16, 16, 28, 3, 1}, {16, 32, 28, 3, 2}, {16, 32, 28, 1, 2},
+                                 {32, 32, 14, 3, 1}, {32, 64, 14, 3, 2}, {64, 64, 7, 3, 1}, {64, 64, 7, 1, 1}};
+    for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", cfg[t][0], cfg[t][2], cfg[t][2]);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, cfg[t][1], cfg[t][3], cfg[t][4], cfg[t][3] / 2, t % 2);
+        ntc_graph_add_output(g, "y", out_of(g, c));
+        fill_params(g, (unsigned)t);
+        check_graph(g, 3, "resnet conv");
+        ntc_graph_free(g);
+    }
+}
+END_TEST
+
+/* Pools with every combination of ceil_mode and count_include_pad. */
+START_TEST(pool_random)
+{
+    unsigned st = 99u + (unsigned)_i;
+    for (int t = 0; t < 8; t++) {
+        int C = rnd(&st, 1, 4), H = rnd(&st, 4, 13), W = rnd(&st, 4, 13);
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int p = node1(g, t % 2 ? NTC_OP_avgpool : NTC_OP_maxpool, "pool", x);
+        ntc_attrs *a = &g->nodes[p].a;
+        set2(a->kernel, rnd(&st, 2, 4), rnd(&st, 1, 4));
+        set2(a->stride, rnd(&st, 1, 3), rnd(&st, 1, 3));
+        for (int i = 0; i < 4; i++)
+            a->pad[i] = rnd(&st, 0, a->kernel[i % 2] - 1);
+        a->ceil_mode = t / 2 % 2;
+        if (t % 2)
+            a->count_include_pad = t / 4 % 2;
+        ntc_graph_add_output(g, "y", out_of(g, p));
+        fill_params(g, st);
+        char what[128];
+        snprintf(what, sizeof what, "%s %dx%d k%dx%d s%dx%d ceil %d incl %d", ntc_op_name(g->nodes[p].op), H, W,
+                 a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], a->ceil_mode, a->count_include_pad);
+        check_graph(g, 2, what);
+        ntc_graph_free(g);
+    }
+}
+END_TEST
+
+/* x -> conv -> bn -> relu -> {conv -> bn, proxy: maxpool -> conv} -> mix
+ *   -> add(shortcut) -> relu -> gap -> flatten -> linear -> softmax */
+static ntc_graph *small_net(int C, int HW)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "N,%d,%d,%d", C, HW, HW);
+    int x;
+    ntc_graph *g = input_graph(shape, &x);
+    int c1 = conv(g, "c1", x, 8, 3, 1, 1, false);
+    int r1 = node1(g, NTC_OP_relu, "r1", out_of(g, batchnorm(g, "bn1", out_of(g, c1))));
+    int u = batchnorm(g, "bn2", out_of(g, conv(g, "c2", out_of(g, r1), 8, 3, 1, 1, false)));
+    int mp = node1(g, NTC_OP_maxpool, "mp", out_of(g, r1));
+    set2(g->nodes[mp].a.kernel, 3, 3);
+    for (int i = 0; i < 4; i++)
+        g->nodes[mp].a.pad[i] = 1;
+    int pr = conv(g, "proxy", out_of(g, mp), 8, 1, 1, 0, true);
+    int ins[2] = {out_of(g, u), out_of(g, pr)};
+    int mix = ntc_graph_add_node(g, NTC_OP_mix, "mix", ins, 2, -1);
+    ntc_node_add_param(g, mix, "alpha", NULL);
+    int sc[2] = {out_of(g, mix), out_of(g, r1)};
+    int add = ntc_graph_add_node(g, NTC_OP_add, "add", sc, 2, -1);
+    int r2 = node1(g, NTC_OP_relu, "r2", out_of(g, add));
+    int gap = node1(g, NTC_OP_global_avgpool, "gap", out_of(g, r2));
+    int fl = node1(g, NTC_OP_flatten, "flat", out_of(g, gap));
+    int fc = node1(g, NTC_OP_linear, "fc", out_of(g, fl));
+    g->nodes[fc].a.units = 10;
+    ntc_node_add_param(g, fc, "weight", NULL);
+    ntc_node_add_param(g, fc, "bias", NULL);
+    int sm = node1(g, NTC_OP_softmax, "sm", out_of(g, fc));
+    ntc_graph_add_output(g, "probs", out_of(g, sm));
+    fill_params(g, 42u);
+    return g;
+}
+
+START_TEST(small_network)
+{
+    ntc_graph *g = small_net(3, 12);
+    check_graph(g, 1, "small net, batch 1");
+    check_graph(g, 5, "small net, batch 5");
+    check_graph(g, 64, "small net, batch 64");
+    ntc_graph_free(g);
+}
+END_TEST
+
+/* Batchnorm, softmax over a middle axis and avgpool on non-square input. */
+START_TEST(misc_ops)
+{
+    int x;
+    ntc_graph *g = input_graph("N,5,6,7", &x);
+    int bn = batchnorm(g, "bn", x);
+    int ap = node1(g, NTC_OP_avgpool, "ap", out_of(g, bn));
+    set2(g->nodes[ap].a.kernel, 2, 3);
+    set2(g->nodes[ap].a.stride, 2, 2);
+    g->nodes[ap].a.ceil_mode = 1;
+    int sm = node1(g, NTC_OP_softmax, "sm", out_of(g, ap));
+    g->nodes[sm].a.axis = 1;
+    ntc_graph_add_output(g, "y", out_of(g, sm));
+    fill_params(g, 5u);
+    check_graph(g, 3, "bn, avgpool, softmax axis 1");
+    ntc_graph_free(g);
+}
+END_TEST
+
+/* Nodes that do not reach the output are not compiled (so their missing
+ * weights do not matter); a missing weight on the path is named. */
+START_TEST(errors)
+{
+    ntc_graph *g = small_net(2, 6);
+    int dead = conv(g, "unused", g->inputs[0], 4, 3, 1, 1, false);
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_graph_infer_shapes(g, &err), 0);
+    (void)dead;
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+    ntc_jit_free(j);
+
+    ntc_value *w = &g->values[ntc_graph_find_value(g, "c2.weight")];
+    float *keep = w->data;
+    w->data = NULL;
+    ck_assert_ptr_null(ntc_jit_compile(g, &err));
+    ck_assert_msg(strstr(err.msg, "c2") && strstr(err.msg, "c2.weight"), "%s", err.msg);
+    w->data = keep;
+
+    ntc_graph_add_output(g, "second", g->nodes[ntc_graph_find_node(g, "r1")].out);
+    ck_assert_ptr_null(ntc_jit_compile(g, &err));
+    ck_assert_msg(strstr(err.msg, "one output"), "%s", err.msg);
+    ntc_graph_free(g);
+}
+END_TEST
+
+/* The generated convolution is vector code with fused multiply-adds
+ * (NTC_JIT_KEEP_IR keeps the optimised IR). */
+START_TEST(vector_code)
+{
+    setenv("NTC_JIT_KEEP_IR", "1", 1);
+    int x;
+    ntc_graph *g = input_graph("N,16,14,14", &x);
+    ntc_graph_add_output(g, "y", out_of(g, conv(g, "conv", x, 16, 3, 1, 1, true)));
+    fill_params(g, 3u);
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+    const char *ir = ntc_jit_ir(j);
+    ck_assert_ptr_nonnull(ir);
+    ck_assert_msg(strstr(ir, "x float> @llvm.fmuladd.v") || strstr(ir, "x float> @llvm.fma.v"),
+                  "no vector FMA in the generated code");
+    ntc_jit_free(j);
+    ntc_graph_free(g);
+    unsetenv("NTC_JIT_KEEP_IR");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("jit");
+    TCase *tc = tcase_create("jit");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, conv_random, 0, 4);
+    tcase_add_test(tc, conv_resnet_shapes);
+    tcase_add_loop_test(tc, pool_random, 0, 3);
+    tcase_add_test(tc, small_network);
+    tcase_add_test(tc, misc_ops);
+    tcase_add_test(tc, errors);
+    tcase_add_test(tc, vector_code);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
