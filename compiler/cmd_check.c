@@ -14,6 +14,8 @@ static const char usage_text[] =
     "\n"
     "  --no-weights   check the XML alone; do not load the weights file\n";
 
+static const char *plural(int64_t n) { return n == 1 ? "" : "s"; }
+
 /* "ok: FILE: graph 'g', 12 nodes, 3456 parameters, 4 blocks, 1 input, 1 output" */
 static void summary(const char *path, const ntc_graph *g)
 {
@@ -28,9 +30,9 @@ static void summary(const char *path, const ntc_graph *g)
         blocks += !g->blocks[i].dead;
     for (int i = 0; i < g->n_inputs; i++)
         inputs += !g->values[g->inputs[i]].dead;
-    printf("ok: %s: graph '%s', %d nodes, %" PRId64 " parameters, %d blocks, %d input%s, %d output%s\n",
-           path, g->name, nodes, params, blocks, inputs, inputs == 1 ? "" : "s",
-           g->n_outputs, g->n_outputs == 1 ? "" : "s");
+    printf("ok: %s: graph '%s', %d node%s, %" PRId64 " parameter%s, %d block%s, %d input%s, %d output%s\n",
+           path, g->name, nodes, plural(nodes), params, plural(params), blocks, plural(blocks), inputs,
+           plural(inputs), g->n_outputs, plural(g->n_outputs));
 }
 
 int cmd_check(int argc, char **argv)

@@ -387,7 +387,9 @@ static int read_node(reader *r, xmlNodePtr el, int block)
         if (pn && check_name(r, &e, "parameter name", pn))
             return -1;
         if (!pn && !info->params[j].optional) {
-            snprintf(defaults[j], sizeof defaults[j], "%s.%s", name, info->params[j].name);
+            if (snprintf(defaults[j], sizeof defaults[j], "%s.%s", name, info->params[j].name) >=
+                (int)sizeof defaults[j])
+                return fail(r, e.line, "node name '%.40s...' is too long", name);
             pn = par_names[j] = defaults[j];
         }
         if (!pn)
@@ -605,6 +607,7 @@ static xmlDocPtr parse(reader *r)
         fail(r, 0, "file too large");
         return NULL;
     }
+    xmlInitParser();    /* idempotent; libxml2 wants it before first use */
     xmlParserCtxtPtr ctx = xmlNewParserCtxt();
     if (!ctx) {
         ntc_free(text);

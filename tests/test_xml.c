@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,6 +459,93 @@ START_TEST(check_command)
 }
 END_TEST
 
+/* ---- docs/ir.md tells the truth about the ops table ------------------------------------ */
+
+static void append(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char **buf, size_t *len, const char *fmt, ...)
+{
+    char piece[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(piece, sizeof piece, fmt, ap);
+    va_end(ap);
+    *buf = realloc(*buf, *len + strlen(piece) + 1);
+    strcpy(*buf + *len, piece);
+    *len += strlen(piece);
+}
+
+/* The op reference of docs/ir.md as the ops table states it. */
+static char *ops_reference(void)
+{
+    static const char *types[] = {"int", "int2", "int4", "float"};
+    char *doc = NULL;
+    size_t len = 0;
+    append(&doc, &len, "%s", "");
+    for (int i = 0; i < NTC_OP_COUNT; i++) {
+        const ntc_op_info *op = &ntc_ops[i];
+        append(&doc, &len, "#### %s\n\n%s.\n\n", op->name, op->doc);
+        if (op->max_in == op->min_in)
+            append(&doc, &len, "Inputs: %d.\n\n", op->min_in);
+        else if (op->max_in)
+            append(&doc, &len, "Inputs: %d to %d.\n\n", op->min_in, op->max_in);
+        else
+            append(&doc, &len, "Inputs: %d or more.\n\n", op->min_in);
+        if (op->attrs[0].name) {
+            append(&doc, &len, "| attribute | type | default |\n|---|---|---|\n");
+            for (const ntc_attr_spec *a = op->attrs; a->name; a++) {
+                if (a->required)
+                    append(&doc, &len, "| `%s` | %s | required |\n", a->name, types[a->type]);
+                else
+                    append(&doc, &len, "| `%s` | %s | %g |\n", a->name, types[a->type], a->def);
+            }
+            append(&doc, &len, "\n");
+        } else {
+            append(&doc, &len, "No attributes.\n\n");
+        }
+        if (op->params[0].name) {
+            append(&doc, &len, "Parameter slots:");
+            for (const ntc_param_spec *p = op->params; p->name; p++)
+                append(&doc, &len, "%s `%s`%s", p == op->params ? "" : ",", p->name,
+                       p->optional ? " (optional)" : p->frozen_stat ? " (running statistic)" : "");
+            append(&doc, &len, ".\n\n");
+        } else {
+            append(&doc, &len, "No parameters.\n\n");
+        }
+    }
+    return doc;
+}
+
+START_TEST(docs_match_the_ops_table)
+{
+    char *doc = slurp(tu_src("docs/ir.md"));
+    char *want = ops_reference();
+    if (!strstr(doc, want))
+        fprintf(stderr, "docs/ir.md must contain this op reference, generated from ir/ops.c:\n%s", want);
+    ck_assert_msg(strstr(doc, want) != NULL, "docs/ir.md disagrees with the ops table (expected text on stderr)");
+    free(want);
+
+    /* The example reads and verifies (without its weights file, which the
+     * docs do not ship). */
+    const char *start = strstr(doc, "```xml\n");
+    ck_assert_ptr_nonnull(start);
+    start += strlen("```xml\n");
+    const char *end = strstr(start, "```");
+    ck_assert_ptr_nonnull(end);
+    char path[512];
+    snprintf(path, sizeof path, "%s/example.xml", tu_tmpdir());
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_write_file_atomic(path, start, (size_t)(end - start), &err), 0);
+    ntc_graph *g = read_ok(path, true);
+    int params = 0;
+    for (int i = 0; i < g->n_values; i++)
+        params += g->values[i].kind == NTC_VAL_PARAM;
+    ck_assert_int_eq(params, 18);  /* as the text under the example says */
+    ck_assert_int_ge(ntc_graph_find_value(g, "stem.conv.weight"), 0);
+    ntc_graph_free(g);
+    ntc_free(doc);
+}
+END_TEST
+
 /* ---- error paths leak nothing ------------------------------------------------------------ */
 
 /* Counts live allocations and fails the fail_at-th request (0: never). */
@@ -535,6 +623,7 @@ int main(void)
     tcase_add_loop_test(tc, bad_fixture, 0, n_bad);
     tcase_add_test(tc, no_weights_skips_only_the_weights);
     tcase_add_test(tc, check_command);
+    tcase_add_test(tc, docs_match_the_ops_table);
     tcase_add_test(tc, allocation_failures_do_not_leak);
     tcase_add_loop_test(tc, error_paths_do_not_leak, 0, n_bad);
     suite_add_tcase(s, tc);
