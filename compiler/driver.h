@@ -27,7 +27,9 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
     X(new, "build a standard backbone (ResNet) with fresh weights") \
     X(stats, "parameters and MACs per block, and totals") \
     X(dot, "draw the graph for Graphviz") \
-    X(opt, "run a pipeline of optimisation passes (built in or from plugins)")
+    X(opt, "run a pipeline of optimisation passes (built in or from plugins)") \
+    X(run, "run a graph forward on .npy inputs and write its outputs") \
+    X(eval, "accuracy, loss and throughput of a classifier on a dataset")
 
 #define X(name, doc) int cmd_##name(int argc, char **argv);
 NTC_COMMANDS(X)
