@@ -61,10 +61,15 @@ static const char *modes_name(unsigned modes)
 
 static void list_passes(const ntc_pass_registry *r)
 {
-    int width = 4;
+    int width = 4, opt_width = 0;
     for (int i = 0; i < ntc_pass_count(r); i++) {
-        int n = (int)strlen(ntc_pass_at(r, i, NULL)->name);
+        const ntc_pass *p = ntc_pass_at(r, i, NULL);
+        int n = (int)strlen(p->name);
         width = n > width ? n : width;
+        for (const ntc_pass_option *o = p->options; o && o->name; o++) {
+            n = (int)strlen(o->name);
+            opt_width = n > opt_width ? n : opt_width;
+        }
     }
     const char *shown = "";
     for (int i = 0; i < ntc_pass_count(r); i++) {
@@ -81,7 +86,7 @@ static void list_passes(const ntc_pass_registry *r)
         printf("  %-*s  %-18s  %s%s\n", width, p->name, modes_name(p->modes), p->description,
                p->fixed_point ? " (runs to a fixed point)" : "");
         for (const ntc_pass_option *o = p->options; o && o->name; o++)
-            printf("  %-*s    %s=...  %s\n", width, "", o->name, o->help ? o->help : "");
+            printf("  %*s  :%-*s  %s\n", width, "", opt_width + 2, o->name, o->help ? o->help : "");
     }
 }
 

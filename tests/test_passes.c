@@ -309,7 +309,7 @@ START_TEST(pipeline_parse_errors)
         {",dce", "item 1 names no pass"},
         {"dce,,dce", "item 2 names no pass"},
         {"dce,", "item 2 names no pass"},
-        {"dce,nope", "unknown pass 'nope'; known passes: dce, peel-relu,"},
+        {"dce,nope", "unknown pass 'nope'; known passes: dce"},
         {"dce:x=1", "pass 'dce' takes no options, got 'x'"},
         {"record:factor", "option 'factor' is not KEY=VALUE"},
         {"record:=2", "option '=2' is not KEY=VALUE"},
@@ -325,6 +325,9 @@ START_TEST(pipeline_parse_errors)
                       err.msg, cases[i].want);
     }
     ntc_err err = {0};
+    ck_assert_ptr_null(ntc_pipeline_parse(r, "nope", &err));
+    for (int i = 0; i < ntc_pass_count(r); i++)      /* every known pass is listed */
+        ck_assert_msg(strstr(err.msg, ntc_pass_at(r, i, NULL)->name), "%s", err.msg);
     ntc_pipeline *p = ntc_pipeline_parse(r, " dce , peel-relu,record:factor=2:label=a b ", &err);
     ck_assert_msg(p != NULL, "%s", err.msg);
     ck_assert_int_eq(ntc_pipeline_length(p), 3);
@@ -832,7 +835,7 @@ START_TEST(cli_list_and_errors)
     ck_assert_msg(strstr(log, "built-in passes:\n  dce "), "%s", log);
     ck_assert_ptr_nonnull(strstr(log, "passes from "));
     ck_assert_ptr_nonnull(strstr(log, "flop-profile"));
-    ck_assert_ptr_nonnull(strstr(log, "below=..."));
+    ck_assert_ptr_nonnull(strstr(log, ":below "));
     free(log);
 
     ntc_graph *g = relu_chain();
