@@ -36,6 +36,7 @@ typedef struct {
     int line;
     xattr *attrs;
     int n_attrs;
+    const char *missing;         /* first required attribute found absent */
 } xelem;
 
 /* A node's `in` list, kept from pass 1 to pass 2. */
@@ -82,12 +83,30 @@ static int oom(reader *r, int line) { return fail(r, line, "out of memory"); }
 
 /* ---- elements and attributes ------------------------------------------------ */
 
+/* "prefix:name" in the scratch arena: namespaced names keep their prefix,
+ * so that they never match the schema's plain names. */
+static const char *qualified(reader *r, const xmlNs *ns, const xmlChar *name)
+{
+    if (!ns || !ns->prefix)
+        return (const char *)name;
+    size_t lp = strlen((const char *)ns->prefix), ln = strlen((const char *)name);
+    char *q = ntc_arena_alloc(r->scratch, lp + ln + 2);
+    if (q) {
+        memcpy(q, ns->prefix, lp);
+        q[lp] = ':';
+        memcpy(q + lp + 1, name, ln + 1);
+    }
+    return q;
+}
+
 static int load_elem(reader *r, xmlNodePtr el, xelem *e)
 {
     memset(e, 0, sizeof *e);
     e->el = el;
-    e->tag = (const char *)el->name;
+    e->tag = qualified(r, el->ns, el->name);
     e->line = line_of(el);
+    if (!e->tag)
+        return oom(r, e->line);
     for (xmlAttrPtr a = el->properties; a; a = a->next)
         e->n_attrs++;
     e->attrs = ntc_arena_alloc(r->scratch, sizeof(xattr) * (size_t)(e->n_attrs + 1));
@@ -96,7 +115,9 @@ static int load_elem(reader *r, xmlNodePtr el, xelem *e)
     int i = 0;
     for (xmlAttrPtr a = el->properties; a; a = a->next, i++) {
         xmlChar *v = xmlNodeListGetString(el->doc, a->children, 1);
-        e->attrs[i].name = (const char *)a->name;
+        e->attrs[i].name = qualified(r, a->ns, a->name);
+        if (!e->attrs[i].name)
+            return oom(r, e->line);
         e->attrs[i].value = ntc_arena_strdup(r->scratch, v ? (const char *)v : "");
         xmlFree(v);
         if (!e->attrs[i].value)
@@ -116,23 +137,34 @@ static const char *get(xelem *e, const char *name)
     return NULL;
 }
 
-static const char *need(reader *r, xelem *e, const char *name)
+/* Like get, and remembers the first required attribute that is absent;
+ * reported by check_attrs, after unknown attributes, so that a misspelt
+ * attribute is named as such rather than as the one it was meant to be. */
+static const char *need(xelem *e, const char *name)
 {
     const char *v = get(e, name);
-    if (!v)
-        fail(r, e->line, "<%s> lacks the required attribute '%s'", e->tag, name);
+    if (!v && !e->missing)
+        e->missing = name;
     return v;
 }
 
-/* Rejects the first attribute nobody asked for: a typo must not pass
- * silently.  `accepted` lists the attributes the element takes. */
-static int reject_unused(reader *r, const xelem *e, const char *accepted)
+static int report_missing(reader *r, const xelem *e)
+{
+    if (e->missing)
+        return fail(r, e->line, "<%s> lacks the required attribute '%s'", e->tag, e->missing);
+    return 0;
+}
+
+/* Once every attribute the element takes was looked up: rejects the first
+ * one nobody asked for (a typo must not pass silently), then a missing
+ * one.  `accepted` lists the attributes the element takes. */
+static int check_attrs(reader *r, const xelem *e, const char *accepted)
 {
     for (int i = 0; i < e->n_attrs; i++)
         if (!e->attrs[i].used)
             return fail(r, e->line, "unknown attribute '%s' on <%s> (it takes: %s)",
                         e->attrs[i].name, e->tag, accepted);
-    return 0;
+    return report_missing(r, e);
 }
 
 static int reject_unused_node(reader *r, const xelem *e, const char *node, ntc_op op)
@@ -146,10 +178,13 @@ static int reject_unused_node(reader *r, const xelem *e, const char *node, ntc_o
             at += (size_t)snprintf(accepted + at, sizeof accepted - at, ", %s", s->name);
         for (const ntc_param_spec *p = ntc_ops[op].params; p->name && at < sizeof accepted; p++)
             at += (size_t)snprintf(accepted + at, sizeof accepted - at, ", %s", p->name);
+        if (!node)
+            return fail(r, e->line, "unknown attribute '%s' on <node> (op %s takes: %s)", e->attrs[i].name,
+                        ntc_op_name(op), accepted);
         return fail(r, e->line, "node '%s': unknown attribute '%s' (op %s takes: %s)", node,
                     e->attrs[i].name, ntc_op_name(op), accepted);
     }
-    return 0;
+    return report_missing(r, e);
 }
 
 static int check_name(reader *r, const xelem *e, const char *what, const char *name)
@@ -317,9 +352,9 @@ static int read_input(reader *r, xmlNodePtr el)
     xelem e;
     if (load_elem(r, el, &e))
         return -1;
-    const char *name = need(r, &e, "name");
-    const char *shape = name ? need(r, &e, "shape") : NULL;
-    if (!shape || reject_unused(r, &e, "name, shape") || check_name(r, &e, "input name", name) ||
+    const char *name = need(&e, "name");
+    const char *shape = need(&e, "shape");
+    if (check_attrs(r, &e, "name, shape") || check_name(r, &e, "input name", name) ||
         check_fresh(r, &e, name) || no_children(r, el))
         return -1;
     ntc_shape s;
@@ -336,9 +371,9 @@ static int read_node(reader *r, xmlNodePtr el, int block)
     xelem e;
     if (load_elem(r, el, &e))
         return -1;
-    const char *opname = need(r, &e, "op");
+    const char *opname = need(&e, "op");
     if (!opname)
-        return -1;
+        return report_missing(r, &e);
     int op = ntc_op_lookup(opname);
     if (op < 0) {
         char ops[512];
@@ -348,7 +383,7 @@ static int read_node(reader *r, xmlNodePtr el, int block)
     const ntc_op_info *info = &ntc_ops[op];
     /* Look every known attribute up first, so that a misspelt one is
      * reported as such rather than as the required one it was meant to be. */
-    const char *name = get(&e, "name"), *in = get(&e, "in");
+    const char *name = need(&e, "name"), *in = need(&e, "in");
     const char *texts[MAX_OP_ATTRS] = {0}, *par_names[NTC_MAX_PARAMS] = {0};
     for (int k = 0; info->attrs[k].name; k++) {
         if (k == MAX_OP_ATTRS)
@@ -357,9 +392,7 @@ static int read_node(reader *r, xmlNodePtr el, int block)
     }
     for (int j = 0; info->params[j].name; j++)
         par_names[j] = get(&e, info->params[j].name);
-    if (reject_unused_node(r, &e, name ? name : "?", (ntc_op)op))
-        return -1;
-    if (!need(r, &e, "name") || !need(r, &e, "in") || check_name(r, &e, "node name", name) ||
+    if (reject_unused_node(r, &e, name, (ntc_op)op) || check_name(r, &e, "node name", name) ||
         check_fresh(r, &e, name) || no_children(r, el))
         return -1;
     in_list ins;
@@ -426,12 +459,12 @@ static int read_block(reader *r, xmlNodePtr el)
     xelem e;
     if (load_elem(r, el, &e))
         return -1;
-    const char *name = need(r, &e, "name");
-    const char *role = name ? need(r, &e, "role") : NULL;
+    const char *name = need(&e, "name");
+    const char *role = need(&e, "role");
     const char *frozen = get(&e, "frozen");
     const char *layer = get(&e, "layer");
     const char *reads = get(&e, "reads");
-    if (!role || reject_unused(r, &e, "name, role, frozen, layer, reads") ||
+    if (check_attrs(r, &e, "name, role, frozen, layer, reads") ||
         check_name(r, &e, "block name", name))
         return -1;
     if (ntc_graph_find_block(r->g, name) >= 0)
@@ -462,14 +495,16 @@ static int read_block(reader *r, xmlNodePtr el)
             return -1;
         if (!c)
             return 0;
-        if (!strcmp((const char *)c->name, "node")) {
+        const char *tag = qualified(r, c->ns, c->name);
+        if (!tag)
+            return oom(r, line_of(c));
+        if (!strcmp(tag, "node")) {
             if (read_node(r, c, b))
                 return -1;
-        } else if (!strcmp((const char *)c->name, "block")) {
+        } else if (!strcmp(tag, "block")) {
             return fail(r, line_of(c), "blocks cannot be nested (<block> inside block '%s')", name);
         } else {
-            return fail(r, line_of(c), "unknown element <%s> inside <block> (expected <node>)",
-                        (const char *)c->name);
+            return fail(r, line_of(c), "unknown element <%s> inside <block> (expected <node>)", tag);
         }
     }
 }
@@ -479,9 +514,9 @@ static int read_meta(reader *r, xmlNodePtr el)
     xelem e;
     if (load_elem(r, el, &e))
         return -1;
-    const char *key = need(r, &e, "key");
-    const char *value = key ? need(r, &e, "value") : NULL;
-    if (!value || reject_unused(r, &e, "key, value") || no_children(r, el))
+    const char *key = need(&e, "key");
+    const char *value = need(&e, "value");
+    if (check_attrs(r, &e, "key, value") || no_children(r, el))
         return -1;
     if (!*key)
         return fail(r, e.line, "<meta> key must not be empty");
@@ -497,9 +532,9 @@ static int read_output(reader *r, xmlNodePtr el)
     xelem e;
     if (load_elem(r, el, &e))
         return -1;
-    const char *name = need(r, &e, "name");
-    const char *from = name ? need(r, &e, "from") : NULL;
-    if (!from || reject_unused(r, &e, "name, from") || check_name(r, &e, "output name", name) ||
+    const char *name = need(&e, "name");
+    const char *from = need(&e, "from");
+    if (check_attrs(r, &e, "name, from") || check_name(r, &e, "output name", name) ||
         check_name(r, &e, "value name", from) || no_children(r, el))
         return -1;
     if (ntc_grow((void **)&r->outs, &r->cap_outs, r->n_outs + 1, sizeof(pending_output)))
@@ -511,15 +546,15 @@ static int read_output(reader *r, xmlNodePtr el)
 static int read_graph_element(reader *r, xmlNodePtr root)
 {
     int line = line_of(root);
-    if (strcmp((const char *)root->name, "graph"))
-        return fail(r, line, "the root element must be <graph>, not <%s>", (const char *)root->name);
     xelem e;
     if (load_elem(r, root, &e))
         return -1;
-    const char *name = need(r, &e, "name");
-    const char *version = name ? need(r, &e, "ir-version") : NULL;
+    if (strcmp(e.tag, "graph"))
+        return fail(r, line, "the root element must be <graph>, not <%s>", e.tag);
+    const char *name = need(&e, "name");
+    const char *version = need(&e, "ir-version");
     const char *weights = get(&e, "weights");
-    if (!version || reject_unused(r, &e, "name, ir-version, weights"))
+    if (check_attrs(r, &e, "name, ir-version, weights"))
         return -1;
     int v;
     if (parse_ints(version, &v, 1) != 1 || v != NTC_IR_VERSION)
@@ -535,8 +570,10 @@ static int read_graph_element(reader *r, xmlNodePtr root)
             return -1;
         if (!c)
             return 0;
-        const char *tag = (const char *)c->name;
+        const char *tag = qualified(r, c->ns, c->name);
         int rc;
+        if (!tag)
+            return oom(r, line_of(c));
         if (!strcmp(tag, "input"))
             rc = read_input(r, c);
         else if (!strcmp(tag, "block"))

@@ -365,6 +365,8 @@ static const bad_case bad_cases[] = {
     {"bad_op.xml", NULL, 4, "unknown op 'conv3d' (known ops: conv2d, batchnorm,"},
     {"bad_attr_typo.xml", NULL, 5, "node 'fc': unknown attribute 'unit' (op linear takes: op, name, in, units,"},
     {"bad_missing_attr.xml", NULL, 4, "node 'fc': op linear needs the attribute 'units'"},
+    {"bad_typo_required.xml", NULL, 4, "unknown attribute 'nmae' on <node> (op relu takes: op, name, in)"},
+    {"bad_no_output.xml", NULL, 0, "graph has no output"},
     {"bad_int_value.xml", NULL, 4, "units='ten' must be an integer"},
     {"bad_negative.xml", NULL, 5, "pad='-1' must not be negative"},
     {"bad_arity.xml", NULL, 5, "stride='2,2,2' must be 1 or 2 (h,w) integers"},
