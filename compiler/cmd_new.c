@@ -64,17 +64,13 @@ static bool is_opt(const char *arg, const char *opt)
     return !strncmp(arg, opt, n) && (arg[n] == 0 || arg[n] == '=');
 }
 
-static int write_resnet(const ntc_resnet_opts *o, const char *out)
+/* Builds the network and writes out + weights; prints what it wrote. */
+static int write_resnet(const ntc_resnet_opts *o, const char *out, const char *weights)
 {
     ntc_err err = {0};
     ntc_graph *g = ntc_resnet_build(o, &err);
     if (!g)
         return drv_fail(&err);
-    char *weights = drv_weights_name(out);
-    if (!weights) {
-        ntc_graph_free(g);
-        return drv_failf("out of memory");
-    }
     int rc = ntc_graph_write_xml(g, out, weights, &err) ? drv_fail(&err) : 0;
     if (rc == 0) {
         int64_t params = 0, macs = 0;
@@ -89,7 +85,6 @@ static int write_resnet(const ntc_resnet_opts *o, const char *out)
         printf("%s: image [%s] -> logits [%s], %d blocks, %d nodes\n", g->name, in, lo, g->n_blocks, g->n_nodes);
         printf("%s parameters, %s MACs per image\n", grouped(params, p), grouped(macs, m));
     }
-    free(weights);
     ntc_graph_free(g);
     return rc;
 }
@@ -168,7 +163,14 @@ static int new_resnet(int argc, char **argv)
     }
     if (ntc_resnet_check(&o, &err))
         return drv_usage("new", "%s", err.msg);
-    return write_resnet(&o, out);
+    char *weights = drv_weights_name(out);
+    if (!weights)
+        return drv_failf("out of memory");
+    int rc = !strcmp(weights, out)
+                 ? drv_usage("new", "-o %s would be both the graph and its weights file; name the graph .xml", out)
+                 : write_resnet(&o, out, weights);
+    free(weights);
+    return rc;
 }
 
 int cmd_new(int argc, char **argv)

@@ -304,6 +304,7 @@ START_TEST(bad_flags)
         {"new resnet -o %s/x.xml --classes", "needs a value"},
         {"new resnet --depth 20", "-o"},
         {"new vgg -o %s/x.xml", "vgg"},
+        {"new resnet -o %s/x.safetensors", "both the graph and its weights"},
         {"new", "which network"},
         {"stats", "no graph"},
         {"stats --frob %s/x.xml", "--frob"},
