@@ -807,6 +807,72 @@ START_TEST(rng_state_and_ranges)
 }
 END_TEST
 
+/* ---- allocation failures ------------------------------------------------------ */
+
+static int fail_at, allocs, live;
+
+/* Fails the fail_at-th allocation; counts live blocks to find leaks. */
+static void *failing_alloc(void *ptr, size_t size, void *ud)
+{
+    (void)ud;
+    if (size == 0) {
+        live -= ptr != NULL;
+        free(ptr);
+        return NULL;
+    }
+    if (allocs++ == fail_at)
+        return NULL;
+    live += ptr == NULL;
+    return realloc(ptr, size);
+}
+
+/* Opens the source (and a batcher over it) with the N-th allocation failing,
+ * for every N until it succeeds: each failure is reported, nothing leaks. */
+static void sweep_allocation_failures(const ntc_data_opts *o)
+{
+    for (fail_at = 0;; fail_at++) {
+        allocs = live = 0;
+        ntc_err err = {0};
+        ntc_set_allocator(failing_alloc, NULL);
+        ntc_dataset *ds = ntc_dataset_open(o, &err);
+        ntc_batch_opts bo = {.batch = 2, .shuffle = true, .aug = {.pad = 1}};
+        ntc_batcher *b = ds ? ntc_batcher_new(ds, &bo, &err) : NULL;
+        bool done = ds && b;
+        ntc_batcher_free(b);
+        ntc_dataset_free(ds);
+        ntc_set_allocator(NULL, NULL);
+        ck_assert_msg(live == 0, "%d blocks leaked when allocation %d failed", live, fail_at);
+        if (done)
+            break;
+        ck_assert_msg(err.msg[0], "allocation %d failed without an error message", fail_at);
+    }
+    ck_assert_int_gt(fail_at, 3);
+}
+
+START_TEST(allocation_failures)
+{
+    ntc_data_opts o;
+    ntc_data_opts_default(&o);
+    o.source = pair("pair_images.npy", "pair_labels.npy");
+    o.val_size = 2;
+    o.channels = 3;
+    o.height = o.width = 5;
+    o.resize = true;
+    sweep_allocation_failures(&o);
+
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    uint8_t g[16] = {0};
+    write_png(dir, "a", "1.png", 4, 4, false, g);
+    write_png(dir, "b", "1.png", 2, 2, false, g);
+    write_png(dir, "b", "2.png", 4, 4, false, g);
+    ntc_data_opts_default(&o);
+    o.source = dir;
+    o.split = NTC_SPLIT_ALL;
+    sweep_allocation_failures(&o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -829,6 +895,7 @@ int main(void)
     tcase_add_test(tc, batcher_resume_and_drop_last);
     tcase_add_test(tc, crop_keeps_shape_and_content);
     tcase_add_test(tc, rng_state_and_ranges);
+    tcase_add_test(tc, allocation_failures);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
