@@ -16,6 +16,10 @@ int drv_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 ntc_graph *drv_read_graph(const char *path);
 /* "out.xml" -> "out.safetensors" (malloc'ed). */
 char *drv_weights_name(const char *xml_path);
+/* Reads `in`, runs the built-in `pipeline` in `mode`, writes `out` and
+ * its weights (OUT.safetensors), then prints a one-line summary with
+ * MACs before and after.  Returns the exit status. */
+int drv_transform(const char *in, const char *pipeline, unsigned mode, const char *out, const char *what);
 /* Parses a decimal integer / float option value or fails with a usage error. */
 int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out);
 int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out);
@@ -28,6 +32,8 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
     X(stats, "parameters and MACs per block, and totals") \
     X(dot, "draw the graph for Graphviz") \
     X(opt, "run a pipeline of optimisation passes (built in or from plugins)") \
+    X(tailor, "NetTailor: make a backbone's student (proxies, alphas, new classifier)") \
+    X(prune, "NetTailor: remove low-alpha blocks from a trained student") \
     X(run, "run a graph forward on .npy inputs and write its outputs") \
     X(eval, "accuracy, loss and throughput of a classifier on a dataset")
 

@@ -1,6 +1,8 @@
 /* ntc: the command-line driver.  A thin layer over libntc: it parses the
  * command name and hands the rest to the command's function. */
 #include "driver.h"
+#include "ntc/nettailor.h"
+#include "ntc/pass.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,6 +59,33 @@ char *drv_weights_name(const char *xml_path)
     memcpy(r, xml_path, n);
     strcpy(r + n, ".safetensors");
     return r;
+}
+
+int drv_transform(const char *in, const char *pipeline, unsigned mode, const char *out, const char *what)
+{
+    ntc_graph *g = drv_read_graph(in);
+    if (!g)
+        return 1;
+    ntc_err err = {0};
+    int64_t before = ntc_graph_macs(g);
+    char *weights = drv_weights_name(out);
+    int rc = 1;
+    if (!weights)
+        drv_failf("out of memory");
+    else if (ntc_run_passes(g, pipeline, mode, &err) || ntc_graph_write_xml(g, out, weights, &err))
+        drv_fail(&err);
+    else {
+        int64_t after = ntc_graph_macs(g), params = 0;
+        for (int i = 0; i < g->n_nodes; i++)
+            params += ntc_node_params(g, i);
+        printf("wrote %s and %s: %s graph, %d nodes, %d blocks, %lld parameters, "
+               "%.2f M MACs per image (was %.2f M)\n", out, weights, what, g->n_nodes, g->n_blocks,
+               (long long)params, (double)after / 1e6, (double)before / 1e6);
+        rc = 0;
+    }
+    free(weights);
+    ntc_graph_free(g);
+    return rc;
 }
 
 int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out)
