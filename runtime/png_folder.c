@@ -95,7 +95,9 @@ static int decode_png(const char *path, decoded *im, ntc_err *err)
         png_image_free(&img);
         return ntc_error(err, path, 0, "out of memory");
     }
-    if (!png_image_finish_read(&img, NULL, hwc, 0, NULL)) {
+    /* Without a background libpng composites onto the buffer's contents. */
+    png_color black = {0, 0, 0};
+    if (!png_image_finish_read(&img, &black, hwc, 0, NULL)) {
         ntc_free(hwc);
         ntc_free(chw);
         return ntc_error(err, path, 0, "cannot decode PNG: %s", img.message);

@@ -480,7 +480,7 @@ END_TEST
 /* ---- PNG folders -------------------------------------------------------------- */
 
 static void write_png(const char *dir, const char *cls, const char *name, int w, int h,
-                      bool rgb, const uint8_t *pix)
+                      png_uint_32 format, const uint8_t *pix)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, cls);
@@ -491,7 +491,7 @@ static void write_png(const char *dir, const char *cls, const char *name, int w,
     img.version = PNG_IMAGE_VERSION;
     img.width = (png_uint_32)w;
     img.height = (png_uint_32)h;
-    img.format = rgb ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+    img.format = format;
     ck_assert_msg(png_image_write_to_file(&img, path, 0, pix, 0, NULL), "%s", img.message);
 }
 
@@ -507,9 +507,16 @@ START_TEST(png_folder)
         rgb[3 * p + 2] = 0;
     }
     /* class directories sorted by name: "cat" is 0, "dog" is 1 */
-    write_png(dir, "dog", "b.png", 4, 4, false, g);
-    write_png(dir, "dog", "a.png", 4, 4, true, rgb);
-    write_png(dir, "cat", "z.png", 4, 4, false, g);
+    write_png(dir, "dog", "b.png", 4, 4, PNG_FORMAT_GRAY, g);
+    write_png(dir, "dog", "a.png", 4, 4, PNG_FORMAT_RGB, rgb);
+    write_png(dir, "cat", "z.png", 4, 4, PNG_FORMAT_GRAY, g);
+    /* gray+alpha: transparent pixels are black, opaque ones keep their value */
+    uint8_t ga[32];
+    for (int p = 0; p < 16; p++) {
+        ga[2 * p] = 200;
+        ga[2 * p + 1] = p % 2 ? 255 : 0;
+    }
+    write_png(dir, "cat", "alpha.png", 4, 4, PNG_FORMAT_GA, ga);
     char note[1024];
     snprintf(note, sizeof note, "%s/cat/readme.txt", dir);
     FILE *f = fopen(note, "w");
@@ -523,18 +530,20 @@ START_TEST(png_folder)
     o.channels = 1;
     o.height = o.width = 4;
     ntc_dataset *ds = open_ok(&o);
-    ck_assert_int_eq(ds->n, 3);
+    ck_assert_int_eq(ds->n, 4);
     ck_assert_int_eq(ds->n_classes, 2);
     ck_assert_str_eq(ds->class_names[0], "cat");
     ck_assert_str_eq(ds->class_names[1], "dog");
-    ck_assert_int_eq(ds->labels[0], 0);
-    ck_assert_int_eq(ds->labels[1], 1);   /* dog/a.png (RGB) */
-    ck_assert_int_eq(ds->labels[2], 1);   /* dog/b.png */
+    int32_t want_labels[4] = {0, 0, 1, 1};   /* cat/alpha, cat/z, dog/a (RGB), dog/b */
+    ck_assert_mem_eq(ds->labels, want_labels, sizeof want_labels);
     float x[16];
     ntc_dataset_get(ds, 0, x);
     for (int p = 0; p < 16; p++)
-        ck_assert_float_eq_tol(x[p], p * 16 / 255.0f, 1e-6);
+        ck_assert_float_eq_tol(x[p], p % 2 ? 200 / 255.0f : 0.0f, 1e-6);
     ntc_dataset_get(ds, 1, x);
+    for (int p = 0; p < 16; p++)
+        ck_assert_float_eq_tol(x[p], p * 16 / 255.0f, 1e-6);
+    ntc_dataset_get(ds, 2, x);
     ck_assert_float_eq_tol(x[5], 0.299f, 1e-3);
     ntc_dataset_free(ds);
 
@@ -544,7 +553,7 @@ START_TEST(png_folder)
     ds = open_ok(&o);
     ck_assert_int_eq(ds->c, 3);
     float y[12];
-    ntc_dataset_get(ds, 0, y);
+    ntc_dataset_get(ds, 1, y);   /* cat/z.png */
     /* 4 -> 2: output 0 samples source 0.5 (between pixels 0 and 1) */
     ck_assert_float_eq_tol(y[0], (0.5f * (0 + 16) * 0.5f + 0.5f * (64 + 80) * 0.5f) / 255.0f, 1e-5);
     ck_assert_float_eq_tol(y[4], y[0], 1e-6);
@@ -863,9 +872,9 @@ START_TEST(allocation_failures)
     char dir[512];
     snprintf(dir, sizeof dir, "%s", tu_tmpdir());
     uint8_t g[16] = {0};
-    write_png(dir, "a", "1.png", 4, 4, false, g);
-    write_png(dir, "b", "1.png", 2, 2, false, g);
-    write_png(dir, "b", "2.png", 4, 4, false, g);
+    write_png(dir, "a", "1.png", 4, 4, PNG_FORMAT_GRAY, g);
+    write_png(dir, "b", "1.png", 2, 2, PNG_FORMAT_GRAY, g);
+    write_png(dir, "b", "2.png", 4, 4, PNG_FORMAT_GRAY, g);
     ntc_data_opts_default(&o);
     o.source = dir;
     o.split = NTC_SPLIT_ALL;
