@@ -320,6 +320,27 @@ START_TEST(tailor_refuses)
 }
 END_TEST
 
+/* new-head replaces only the classifier: same name, new size, fresh
+ * weights; every other parameter untouched. */
+START_TEST(new_head)
+{
+    ntc_graph *g = resnet8();
+    ntc_err err = {0};
+    int w = ntc_graph_find_value(g, "s1.b0.conv1.weight");
+    float before = g->values[w].data[3];
+    ck_assert_msg(ntc_run_passes(g, "new-head:classes=26", NTC_PASS_TRAINING, &err) == 0, "%s", ntc_err_str(&err));
+    int fc = ntc_graph_find_node(g, "head.fc");
+    ck_assert_int_ge(fc, 0);
+    ck_assert_int_eq(g->nodes[fc].a.units, 26);
+    int fw = g->nodes[fc].par[0];
+    ck_assert_int_eq(g->values[fw].shape.dims[0], 26);
+    ck_assert_ptr_nonnull(g->values[fw].data);
+    ck_assert_float_eq(g->values[ntc_graph_find_value(g, "s1.b0.conv1.weight")].data[3], before);
+    ck_assert_int_eq(g->values[g->outputs[0].value].shape.dims[1], 26);
+    ntc_graph_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nettailor");
@@ -332,6 +353,7 @@ int main(void)
     tcase_add_test(tc, prune_keeps_and_refuses);
     tcase_add_test(tc, tailor_resnet8);
     tcase_add_test(tc, tailor_refuses);
+    tcase_add_test(tc, new_head);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
