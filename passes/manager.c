@@ -55,6 +55,9 @@ static int check_run(const ntc_pipeline *p, const ntc_pipeline_opts *o, ntc_err 
     return 0;
 }
 
+/* Running out of memory in the verifier is nobody's fault in particular. */
+static bool is_oom(const ntc_err *e) { return !strcmp(e->msg, "out of memory"); }
+
 /* Verifies g (timed); on failure rewrites err as the pass's fault. */
 static int verify_after(ntc_pipeline *p, ntc_graph *g, const ntc_pass *ps, ntc_err *err)
 {
@@ -62,6 +65,8 @@ static int verify_after(ntc_pipeline *p, ntc_graph *g, const ntc_pass *ps, ntc_e
     ntc_err e = {0};
     int rc = ntc_graph_verify(g, &e);
     p->verify_seconds += now() - t0;
+    if (rc && is_oom(&e))
+        return ntc_error(err, e.file, e.line, "%s", e.msg);
     if (rc)
         return ntc_error(err, g->path, 0, "pass '%s' left an invalid graph: %s", ps->name, e.msg);
     return 0;
@@ -112,6 +117,8 @@ static int run_item(ntc_pipeline *p, ntc_pipeline_item *it, ntc_graph *g,
             if (verify_after(p, g, ps, err))
                 return -1;
         } else if (rc == 1 && ntc_graph_infer_shapes(g, &e)) {
+            if (is_oom(&e))
+                return ntc_error(err, e.file, e.line, "%s", e.msg);
             return ntc_error(err, g->path, 0, "pass '%s' left an invalid graph: %s", ps->name, e.msg);
         }
         if (!ps->fixed_point || rc == 0)
@@ -140,7 +147,7 @@ int ntc_pipeline_run(ntc_pipeline *p, ntc_graph *g, const ntc_pipeline_opts *o, 
     p->verified = o->verify_each;
     ntc_err e = {0};
     if (o->verify_each ? ntc_graph_verify(g, &e) : ntc_graph_infer_shapes(g, &e))
-        return ntc_error(err, e.file, e.line, "the input graph is invalid: %s", e.msg);
+        return ntc_error(err, e.file, e.line, "%s%s", is_oom(&e) ? "" : "the input graph is invalid: ", e.msg);
     for (int i = 0; i < p->n_items; i++) {
         ntc_pipeline_item *it = &p->items[i];
         if (run_item(p, it, g, o, err))
@@ -150,8 +157,8 @@ int ntc_pipeline_run(ntc_pipeline *p, ntc_graph *g, const ntc_pipeline_opts *o, 
             return -1;
     }
     if (!o->verify_each && ntc_graph_verify(g, &e))
-        return ntc_error(err, g->path, 0, "the graph is invalid after the pipeline (rerun with "
-                         "--verify-each to find the pass): %s", e.msg);
+        return ntc_error(err, g->path, 0, "%s%s", is_oom(&e) ? "" : "the graph is invalid after the pipeline "
+                         "(rerun with --verify-each to find the pass): ", e.msg);
     return 0;
 }
 

@@ -34,8 +34,9 @@ static int check_info(const ntc_pass_plugin *info, const char *path, ntc_err *er
                          info->api_version, NTC_PASS_API_VERSION);
     if (info->layout != NTC_PASS_LAYOUT)
         return ntc_error(err, path, 0,
-                         "pass plugin was built against ntc headers whose IR structures differ from "
-                         "this ntc's (API version %d in both); rebuild it against this ntc's headers",
+                         "pass plugin was built against ntc headers with other IR structures or "
+                         "another ops table than this ntc's (both say API version %d); rebuild it "
+                         "against this ntc's headers",
                          NTC_PASS_API_VERSION);
     if (!info->passes || !info->passes[0])
         return ntc_error(err, path, 0, "pass plugin declares no passes");

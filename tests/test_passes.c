@@ -659,7 +659,8 @@ START_TEST(bad_plugins_are_refused)
         {"no_such_plugin", "cannot load pass plugin: No such file or directory"},
         {"plugin_no_entry", "not an ntc pass plugin: it defines no 'ntc_pass_plugin_info'"},
         {"plugin_future_api", version_msg},
-        {"plugin_other_layout", "IR structures differ from this ntc's"},
+        {"plugin_other_layout", "other IR structures or another ops table than this ntc's"},
+        {"plugin_unresolved", "undefined symbol: ntc_no_such_function"},
         {"plugin_duplicate", "pass 'dce' is already registered (built in)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -826,6 +827,59 @@ START_TEST(example_plugin_profiles_blocks)
 }
 END_TEST
 
+/* Counts live allocations and fails the fail_at-th request. */
+static long live_blocks, alloc_calls, fail_at;
+
+static void *counting_alloc(void *ptr, size_t size, void *ud)
+{
+    (void)ud;
+    if (size == 0) {
+        live_blocks -= ptr != NULL;
+        free(ptr);
+        return NULL;
+    }
+    if (++alloc_calls == fail_at)
+        return NULL;
+    void *p = realloc(ptr, size);
+    live_blocks += p && !ptr;
+    return p;
+}
+
+/* Registry, plugin, pipeline and run with the n-th allocation failing, for
+ * every n until nothing fails: nothing leaks, and a failure says why. */
+START_TEST(allocation_failures_do_not_leak)
+{
+    ntc_graph *model = student();
+    const char *path = plugin("task_blocks");
+    for (fail_at = 1;; fail_at++) {
+        alloc_calls = live_blocks = 0;
+        ntc_set_allocator(counting_alloc, NULL);
+        ntc_err err = {0};
+        int rc = -1;
+        ntc_graph *g = ntc_graph_clone(model);
+        ntc_pass_registry *r = g ? ntc_pass_registry_new(&err) : NULL;
+        ntc_pipeline *p = NULL;
+        if (r && ntc_pass_load_plugin(r, path, &err) == 2 &&
+            (p = ntc_pipeline_parse(r, "drop-small-task-blocks:below=0.3,dce", &err)))
+            rc = ntc_pipeline_run(p, g, NULL, &err);
+        ntc_pipeline_free(p);
+        ntc_pass_registry_free(r);
+        ntc_graph_free(g);
+        ntc_set_allocator(NULL, NULL);
+        ck_assert_msg(live_blocks == 0, "%ld blocks leaked with allocation %ld failing (%s)", live_blocks,
+                      fail_at, err.msg);
+        if (alloc_calls < fail_at) {
+            ck_assert_msg(rc == 0, "%s", err.msg);
+            break;
+        }
+        if (g && rc)
+            ck_assert_msg(strstr(err.msg, "out of memory"), "allocation %ld failing gave '%s'", fail_at, err.msg);
+    }
+    ck_assert_int_gt(fail_at, 10);
+    ntc_graph_free(model);
+}
+END_TEST
+
 /* ---- ntc opt ---------------------------------------------------------------------------- */
 
 START_TEST(cli_list_and_errors)
@@ -924,6 +978,7 @@ int main(void)
     tcase_add_test(tc, bad_plugins_are_refused);
     tcase_add_test(tc, example_plugin_drops_small_task_blocks);
     tcase_add_test(tc, example_plugin_profiles_blocks);
+    tcase_add_test(tc, allocation_failures_do_not_leak);
     tcase_add_test(tc, cli_list_and_errors);
     tcase_add_test(tc, cli_blames_broken_plugin);
     tcase_add_test(tc, cli_time_and_dump);

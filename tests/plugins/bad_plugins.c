@@ -3,9 +3,19 @@
  * with a clear message. */
 #include "ntc/pass.h"
 
+#if defined(VARIANT_UNRESOLVED)
+/* Calls a function no ntc has: RTLD_NOW must refuse it at load time. */
+int ntc_no_such_function(ntc_graph *g);
+
+static int run(ntc_graph *g, const ntc_pass_ctx *ctx, ntc_err *err)
+{
+    (void)ctx, (void)err;
+    return ntc_no_such_function(g);
+}
+#else
 /* Removes the first relu without rewiring its readers: the graph left
  * behind reads a value that no longer exists. */
-static int unwire(ntc_graph *g, const ntc_pass_ctx *ctx, ntc_err *err)
+static int run(ntc_graph *g, const ntc_pass_ctx *ctx, ntc_err *err)
 {
     (void)ctx, (void)err;
     for (int i = 0; i < g->n_nodes; i++)
@@ -15,6 +25,7 @@ static int unwire(ntc_graph *g, const ntc_pass_ctx *ctx, ntc_err *err)
         }
     return 0;
 }
+#endif
 
 static const ntc_pass pass = {
     .api_version = NTC_PASS_API_VERSION,
@@ -25,7 +36,7 @@ static const ntc_pass pass = {
 #endif
     .description = "remove the first relu and leave its readers dangling",
     .modes = NTC_PASS_ANY,
-    .run = unwire,
+    .run = run,
 };
 
 #if defined(VARIANT_FUTURE_API)
@@ -38,8 +49,8 @@ __attribute__((visibility("default"))) const ntc_pass_plugin ntc_pass_plugin_inf
 __attribute__((visibility("default"))) const ntc_pass_plugin ntc_pass_plugin_info = {
     NTC_PASS_API_VERSION, NTC_PASS_LAYOUT + 1, (const ntc_pass *const[]){&pass, NULL}};
 #elif defined(VARIANT_NO_ENTRY)
-/* Defines passes but forgets NTC_PASS_PLUGIN. */
+/* Defines a pass but forgets NTC_PASS_PLUGIN. */
 const ntc_pass *plugin_pass = &pass;
-#else /* VARIANT_BROKEN, VARIANT_DUPLICATE */
+#else /* VARIANT_BROKEN, VARIANT_DUPLICATE, VARIANT_UNRESOLVED */
 NTC_PASS_PLUGIN(&pass);
 #endif
