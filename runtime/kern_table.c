@@ -1,5 +1,6 @@
 /* The runtime's kernel table, one row per op of ntc/ops.def.  An op
- * added to ops.def without a fwd_<op> kernel fails to compile here.
+ * added to ops.def without a fwd_<op> and a bwd_<op> kernel fails to
+ * compile here.
  * Every op also names its scratch rule: work_<op> from kernels.h, or NULL
  * below (no scratch), so a new op must decide. */
 #include "kernels.h"
@@ -15,7 +16,7 @@
 
 const ntc_kernel ntc_kernels[NTC_OP_COUNT] = {
 #define OP(name, min_in, max_in, doc) \
-    [NTC_OP_##name] = {.forward = fwd_##name, .backward = NULL /* issue 4 */, .work = work_##name},
+    [NTC_OP_##name] = {.forward = fwd_##name, .backward = bwd_##name, .work = work_##name},
 #include "ntc/ops.def"
 #undef OP
 };

@@ -33,10 +33,17 @@ typedef struct ntc_kargs {
 
 /* Forward: writes k->out from k->in and k->par. */
 typedef void (*ntc_fwd_fn)(const ntc_kargs *k);
-/* Backward (filled by the training issue): given dL/d(out) accumulates
- * dL/d(in[j]) into grad_in[j] (NULL: not needed) and dL/d(par[s]) into
- * grad_par[s] (NULL: frozen or absent), with the forward's k (inputs,
- * parameters and output still valid) and the same workspace. */
+/* Backward (grad_*.c): given dL/d(out) ACCUMULATES (+=) dL/d(in[j]) into
+ * grad_in[j] (NULL: not needed) and dL/d(par[s]) into grad_par[s] (NULL:
+ * frozen or absent); grad_in or grad_par itself may be NULL (nothing of
+ * that kind wanted).  Accumulating lets a value read by several nodes sum
+ * its gradients.  k is the forward's (inputs, parameters and output still
+ * valid) with a workspace of the forward's size, whose contents need not
+ * survive from the forward.  Like the forward it sees one batch slice:
+ * grad_in is the slice's, but grad_par covers the whole parameter, so
+ * threads working on different slices must each accumulate into their own
+ * grad_par copy, which the caller sums afterwards.  (Batchnorm in training
+ * mode needs whole-batch statistics: see bn_train.h.) */
 typedef void (*ntc_bwd_fn)(const ntc_kargs *k, const float *grad_out,
                            float *const *grad_in, float *const grad_par[NTC_MAX_PARAMS]);
 /* Scratch floats one call needs, independent of the batch size (kernels
@@ -46,7 +53,7 @@ typedef int64_t (*ntc_work_fn)(const ntc_node *n, const ntc_shape *in, const ntc
 
 typedef struct {
     ntc_fwd_fn forward;
-    ntc_bwd_fn backward;             /* NULL until the training issue lands */
+    ntc_bwd_fn backward;
     ntc_work_fn work;                /* NULL: no scratch */
 } ntc_kernel;
 
@@ -54,6 +61,13 @@ extern const ntc_kernel ntc_kernels[NTC_OP_COUNT];
 
 /* The forward kernels, one per row of ops.def (kern_*.c). */
 #define OP(name, min_in, max_in, doc) void fwd_##name(const ntc_kargs *k);
+#include "ntc/ops.def"
+#undef OP
+
+/* The backward kernels, one per row of ops.def (grad_*.c). */
+#define OP(name, min_in, max_in, doc)                                                  \
+    void bwd_##name(const ntc_kargs *k, const float *grad_out, float *const *grad_in, \
+                    float *const grad_par[NTC_MAX_PARAMS]);
 #include "ntc/ops.def"
 #undef OP
 

@@ -1,0 +1,129 @@
+/* conv2d backward, the transpose of kern_conv.c's im2col + sgemm.
+ *
+ * Per item, with K = C*kh*kw, P = OH*OW, cols = im2col(x) [K, P] and
+ * g = dL/dy [F, P]:
+ *     dW[F, K]  += g * cols^T          (im2col of x, then one sgemm)
+ *     dcols[K, P] = W^T * g            (one sgemm)
+ *     dx        += col2im(dcols)       (each column entry back to its pixel)
+ *     dbias[F]  += sum over P of g
+ * The workspace holds one [K, P] matrix (work_conv2d, the forward's size):
+ * first cols for dW, then dcols for dx.  A 1x1 convolution with stride 1
+ * and no padding has cols == x, so it needs neither im2col nor col2im and
+ * accumulates straight into the gradients with beta = 1. */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <string.h>
+
+static bool is_pointwise(const ntc_attrs *a)
+{
+    return a->kernel[0] == 1 && a->kernel[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 &&
+           !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
+}
+
+/* Output columns ow whose input column ow*sw + off lies inside [0, W):
+ * [lo, hi), clipped to [0, OW). */
+static void inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int64_t h = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
+    if (h > OW)
+        h = OW;
+    if (l > h)
+        l = h;
+    *lo = l, *hi = h;
+}
+
+/* Unfolds one item x[C, H, W] into cols[C*kh*kw, OH*OW] (zeros for padding),
+ * the same layout as the forward's. */
+static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
+                   int64_t OH, int64_t OW, float *cols)
+{
+    const int kh = a->kernel[0], kw = a->kernel[1], sh = a->stride[0], sw = a->stride[1];
+    const int dh = a->dilation[0], dw = a->dilation[1], pt = a->pad[0], pl = a->pad[1];
+    for (int64_t c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                float *row = cols + ((c * kh + i) * kw + j) * OH * OW;
+                const int64_t off = (int64_t)j * dw - pl;
+                int64_t lo, hi;
+                inside_cols(off, sw, W, OW, &lo, &hi);
+                for (int64_t oh = 0; oh < OH; oh++, row += OW) {
+                    const int64_t ih = oh * sh - pt + (int64_t)i * dh;
+                    if (ih < 0 || ih >= H) {
+                        memset(row, 0, sizeof(float) * (size_t)OW);
+                        continue;
+                    }
+                    const float *xr = x + (c * H + ih) * W + off;
+                    memset(row, 0, sizeof(float) * (size_t)lo);
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        row[ow] = xr[ow * sw];
+                    memset(row + hi, 0, sizeof(float) * (size_t)(OW - hi));
+                }
+            }
+}
+
+/* The adjoint of im2col: adds every entry of dcols to the pixel it was
+ * read from; entries that came from padding are dropped. */
+static void col2im_add(const ntc_attrs *a, const float *dcols, int64_t C, int64_t H, int64_t W,
+                       int64_t OH, int64_t OW, float *dx)
+{
+    const int kh = a->kernel[0], kw = a->kernel[1], sh = a->stride[0], sw = a->stride[1];
+    const int dh = a->dilation[0], dw = a->dilation[1], pt = a->pad[0], pl = a->pad[1];
+    for (int64_t c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const float *row = dcols + ((c * kh + i) * kw + j) * OH * OW;
+                const int64_t off = (int64_t)j * dw - pl;
+                int64_t lo, hi;
+                inside_cols(off, sw, W, OW, &lo, &hi);
+                for (int64_t oh = 0; oh < OH; oh++, row += OW) {
+                    const int64_t ih = oh * sh - pt + (int64_t)i * dh;
+                    if (ih < 0 || ih >= H)
+                        continue;
+                    float *xr = dx + (c * H + ih) * W + off;
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        xr[ow * sw] += row[ow];
+                }
+            }
+}
+
+void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
+                float *const grad_par[NTC_MAX_PARAMS])
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
+    const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
+    const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW;
+    const bool pointwise = is_pointwise(a);
+    float *dx = grad_in ? grad_in[0] : NULL;
+    float *dw = grad_par ? grad_par[0] : NULL, *db = grad_par ? grad_par[1] : NULL;
+    for (int b = 0; b < k->batch; b++) {
+        const float *x = k->in[0] + b * C * H * W, *g = grad_out + b * F * P;
+        if (db)
+            for (int64_t f = 0; f < F; f++) {
+                float s = 0.0f;
+                for (int64_t p = 0; p < P; p++)
+                    s += g[f * P + p];
+                db[f] += s;
+            }
+        if (dw) {
+            const float *cols = x;
+            if (!pointwise) {
+                im2col(a, x, C, H, W, OH, OW, k->work);
+                cols = k->work;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)P,
+                        1.0f, g, (int)P, cols, (int)P, 1.0f, dw, (int)K);
+        }
+        if (dx) {
+            float *dxb = dx + b * C * H * W;
+            float *dcols = pointwise ? dxb : k->work;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)F,
+                        1.0f, k->par[0], (int)K, g, (int)P, pointwise ? 1.0f : 0.0f, dcols, (int)P);
+            if (!pointwise)
+                col2im_add(a, dcols, C, H, W, OH, OW, dxb);
+        }
+    }
+}
