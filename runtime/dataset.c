@@ -220,8 +220,9 @@ static int stratified_pick(const ntc_dataset *ds, const int64_t *pool, int64_t n
     return 0;
 }
 
-/* Keeps the examples with keep[i] set, in order. */
-static int keep_examples(ntc_dataset *ds, const bool *keep, ntc_err *err)
+/* Keeps the examples with keep[i] set, in order (in place: the memory
+ * stays allocated, which is no worse than the whole file it came from). */
+static void keep_examples(ntc_dataset *ds, const bool *keep)
 {
     size_t size = ntc_dataset_example_size(ds);
     int64_t m = 0;
@@ -236,8 +237,6 @@ static int keep_examples(ntc_dataset *ds, const bool *keep, ntc_err *err)
         m++;
     }
     ds->n = m;
-    (void)err;   /* shrinking in place never fails; the memory is kept */
-    return 0;
 }
 
 /* The examples of split s.  test_count > 0: the source has a fixed test
@@ -268,7 +267,9 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
     for (int64_t i = 0; i < n; i++)
         if (!in_test[i])
             pool[n_pool++] = i;
-    if (o->val_size < 0 || (o->val_size > 0 && o->val_size >= n_pool)) {
+    /* the validation size only matters to the splits it is carved from */
+    bool from_train = o->split == NTC_SPLIT_TRAIN || o->split == NTC_SPLIT_VAL;
+    if (from_train && (o->val_size < 0 || (o->val_size > 0 && o->val_size >= n_pool))) {
         ntc_error(err, where, 0, "validation size %lld must be in [0, %lld) (training examples)",
                   (long long)o->val_size, (long long)n_pool);
         goto out;
@@ -277,7 +278,7 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
         ntc_error(err, where, 0, "no validation split: the validation size is 0");
         goto out;
     }
-    if (o->val_size > 0 && stratified_pick(ds, pool, n_pool, o->val_size, SEED_VAL_SPLIT, in_val)) {
+    if (from_train && o->val_size > 0 && stratified_pick(ds, pool, n_pool, o->val_size, SEED_VAL_SPLIT, in_val)) {
         ntc_error(err, where, 0, "out of memory");
         goto out;
     }
@@ -289,7 +290,8 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
         case NTC_SPLIT_ALL: keep[i] = true; break;
         }
     }
-    rc = keep_examples(ds, keep, err);
+    keep_examples(ds, keep);
+    rc = 0;
 out:
     ntc_free(in_test);
     ntc_free(in_val);
@@ -353,8 +355,8 @@ static int conform(ntc_dataset *ds, const ntc_data_opts *o, bool always_resize,
 static int set_norm(ntc_dataset *ds, const ntc_data_opts *o, const char *where, ntc_err *err)
 {
     if (o->n_norm != 0 && o->n_norm != 1 && o->n_norm != ds->c)
-        return ntc_error(err, where, 0, "normalisation has %d mean/std pairs; the input has "
-                         "%d channels (give 1 or %d)", o->n_norm, ds->c, ds->c);
+        return ntc_error(err, where, 0, "normalisation has %d mean/std pairs: give 1 (for all "
+                         "channels) or %d (one per channel)", o->n_norm, ds->c);
     for (int ch = 0; o->n_norm && ch < ds->c; ch++) {
         int k = o->n_norm == 1 ? 0 : ch;
         ds->mean[ch] = o->mean[k];

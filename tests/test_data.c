@@ -194,7 +194,7 @@ START_TEST(pair_errors)
     open_fails(&o, "images are 1x4x4 but the input shape is 1x8x8");
     o.channels = o.height = o.width = 0;
     o.n_norm = 2;
-    open_fails(&o, "normalisation has 2 mean/std pairs; the input has 1 channels");
+    open_fails(&o, "normalisation has 2 mean/std pairs: give 1 (for all channels) or 1");
     o.n_norm = 1;
     o.std[0] = 0;
     open_fails(&o, "std of channel 0 must be > 0");
@@ -206,6 +206,8 @@ START_TEST(pair_errors)
     open_fails(&o, "no validation split");
     o.val_size = 6;
     open_fails(&o, "validation size 6 must be in [0, 6)");
+    o.split = NTC_SPLIT_ALL;   /* a split not carved from train ignores it */
+    ntc_dataset_free(open_ok(&o));
 }
 END_TEST
 
