@@ -239,10 +239,10 @@ static void keep_examples(ntc_dataset *ds, const bool *keep)
     ds->n = m;
 }
 
-/* The examples of split s.  test_count > 0: the source has a fixed test
- * part of that size carved out of the file (digits); has_test_file: the
- * file loaded already is the one for s (fashion-mnist); otherwise a user
- * source, where test and all are everything. */
+/* Keeps the examples of o->split.  test_count > 0: the source has a fixed
+ * test part of that size carved out of its one file (digits).  Otherwise
+ * the examples loaded are already the right file (fashion-mnist's train or
+ * t10k) or a user source, and test and all keep everything. */
 static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_count,
                         const char *where, ntc_err *err)
 {
@@ -278,7 +278,8 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
         ntc_error(err, where, 0, "no validation split: the validation size is 0");
         goto out;
     }
-    if (from_train && o->val_size > 0 && stratified_pick(ds, pool, n_pool, o->val_size, SEED_VAL_SPLIT, in_val)) {
+    if (from_train && o->val_size > 0 &&
+        stratified_pick(ds, pool, n_pool, o->val_size, SEED_VAL_SPLIT, in_val)) {
         ntc_error(err, where, 0, "out of memory");
         goto out;
     }
@@ -375,8 +376,10 @@ static ntc_dataset *finish(ntc_dataset *ds, const ntc_data_opts *o, int64_t test
     if (!ds)
         return NULL;
     if (check_labels(ds, where, user, err) ||
-        (!ds->class_names && set_class_names(ds, NULL, err)) || select_split(ds, o, test_count, where, err) ||
-        conform(ds, o, always_resize, where, err) || set_norm(ds, o, where, err))
+        (!ds->class_names && set_class_names(ds, NULL, err)) ||
+        select_split(ds, o, test_count, where, err) ||
+        conform(ds, o, always_resize, where, err) ||
+        set_norm(ds, o, where, err))
         goto fail;
     char *name = ntc_malloc(strlen(ds->name) + 8);
     if (!name) {

@@ -779,7 +779,10 @@ START_TEST(rng_state_and_ranges)
     ck_assert_int_eq(ntc_rng_parse(text, &s), 0);
     for (int i = 0; i < 100; i++)
         ck_assert(ntc_rng_next(&r) == ntc_rng_next(&s));
-    ck_assert_int_eq(ntc_rng_parse("0000000000000000000000000000000000000000000000000000000000000000", &s), -1);
+    char zeros[65];
+    memset(zeros, '0', 64);
+    zeros[64] = 0;
+    ck_assert_int_eq(ntc_rng_parse(zeros, &s), -1);   /* xoshiro's fixed point */
     ck_assert_int_eq(ntc_rng_parse("xyz", &s), -1);
 
     int hist[7] = {0};
