@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <libxml/xmlstring.h>
 
@@ -33,8 +32,9 @@ bool ntc_xml_name_ok(const char *name)
     return true;
 }
 
-/* Free text (graph name, weights file, layer names): valid UTF-8 without
- * control characters other than tab and newline, which are escaped. */
+/* Free text (graph name, weights file, metadata, layer names): valid UTF-8
+ * without control characters other than tab, newline and carriage return,
+ * which are written as character references so they survive reading. */
 static bool text_ok(const char *s)
 {
     if (!xmlCheckUTF8((const xmlChar *)s))
@@ -260,7 +260,7 @@ static char *emit(const ntc_graph *g, size_t *len, ntc_err *err)
         const ntc_value *v = &g->values[g->inputs[i]];
         if (v->dead)
             continue;
-        char shape[256];
+        char shape[256] = "";
         if (v->shape.rank < 1 || ntc_shape_format(&v->shape, shape, sizeof shape))
             fail(&b, "cannot write input '%s': it has no shape", v->name);
         put(&b, "  <input");

@@ -426,6 +426,46 @@ START_TEST(no_weights_skips_only_the_weights)
 }
 END_TEST
 
+/* Every prefix of a good file, and copies with bytes replaced at random,
+ * are refused with a located message or read as a verified graph; never a
+ * crash (the suite also runs under ASan). */
+START_TEST(damaged_files_fail_cleanly)
+{
+    char *good = slurp(tu_src("tests/fixtures/xml/good_attrs.xml"));
+    size_t len = strlen(good);
+    char path[512];
+    snprintf(path, sizeof path, "%s/damaged.xml", tu_tmpdir());
+    unsigned seed = 12345;
+    static const char replacements[] = "<>\"=,/ -Nx0&;";
+    for (size_t cut = 0; cut < len + 200; cut++) {
+        char *text = malloc(len + 1);
+        memcpy(text, good, len + 1);
+        size_t n = cut;
+        if (cut >= len) {   /* past the end: random replacements instead */
+            n = len;
+            for (int k = 0; k < 3; k++) {
+                size_t at = (size_t)((tu_randf(&seed) + 1.0f) * 0.5f * (float)(len - 1));
+                text[at] = replacements[(size_t)((tu_randf(&seed) + 1.0f) * 0.5f * (sizeof replacements - 2))];
+            }
+        }
+        ntc_err err = {0};
+        ck_assert_int_eq(ntc_write_file_atomic(path, text, n, &err), 0);
+        ntc_graph *g = ntc_graph_read_xml(path, &err);
+        if (g) {
+            size_t whole = (size_t)(strstr(good, "</graph>") - good) + strlen("</graph>");
+            ck_assert_msg(cut >= whole, "a file cut at byte %zu was accepted", cut);
+            ck_assert_int_eq(ntc_graph_verify(g, &err), 0);
+        } else {
+            ck_assert_msg(err.msg[0] != 0, "no message at cut %zu", cut);
+            ck_assert_str_eq(err.file, path);
+        }
+        ntc_graph_free(g);
+        free(text);
+    }
+    ntc_free(good);
+}
+END_TEST
+
 /* ---- ntc check ------------------------------------------------------------------------ */
 
 START_TEST(check_command)
@@ -624,6 +664,7 @@ int main(void)
     tcase_add_test(tc, writer_rejects_unwritable_names);
     tcase_add_loop_test(tc, bad_fixture, 0, n_bad);
     tcase_add_test(tc, no_weights_skips_only_the_weights);
+    tcase_add_test(tc, damaged_files_fail_cleanly);
     tcase_add_test(tc, check_command);
     tcase_add_test(tc, docs_match_the_ops_table);
     tcase_add_test(tc, allocation_failures_do_not_leak);
