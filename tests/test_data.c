@@ -642,6 +642,18 @@ START_TEST(batcher_coverage_and_determinism)
     int oc[10];
     epoch_order(c, ds, 4, oc);
     ck_assert(memcmp(oa[0], oc, sizeof oc) != 0);
+    /* shuffles are uniform: over 1000 epochs every example starts an epoch
+     * about 100 times and ends it about 100 times (binomial sd ~9.5) */
+    int first[10] = {0}, last[10] = {0};
+    for (int e = 0; e < 1000; e++) {
+        epoch_order(c, ds, 4, oc);
+        first[oc[0]]++;
+        last[oc[9]]++;
+    }
+    for (int i = 0; i < 10; i++) {
+        ck_assert_msg(abs(first[i] - 100) < 50, "example %d first %d times", i, first[i]);
+        ck_assert_msg(abs(last[i] - 100) < 50, "example %d last %d times", i, last[i]);
+    }
     /* without shuffling, the dataset's own order */
     bo.shuffle = false;
     ntc_batcher *d = ntc_batcher_new(ds, &bo, &err);
