@@ -3,7 +3,6 @@
  * and error paths that leak nothing (checked with a counting allocator). */
 #include "testutil.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
