@@ -48,6 +48,8 @@ static int gz_fail(gzFile f, const char *path, ntc_err *err)
 {
     int code;
     const char *msg = gzerror(f, &code);
+    if (code == Z_ERRNO)   /* the file itself, e.g. a directory */
+        return ntc_error(err, path, 0, "cannot read: %s", strerror(errno));
     return ntc_error(err, path, 0, "corrupt gzip data: %s", msg ? msg : "unknown zlib error");
 }
 

@@ -295,6 +295,8 @@ static int read_npy_stream(FILE *f, const char *path, ntc_array *out, ntc_err *e
 {
     unsigned char pre[10];
     size_t got = fread(pre, 1, 10, f);
+    if (ferror(f))
+        return ntc_error(err, path, 0, "cannot read: %s", strerror(errno));
     if (got < 8 || memcmp(pre, npy_magic, 6))
         return ntc_error(err, path, 0, "not a .npy file (bad magic; expected \\x93NUMPY)");
     int major = pre[6], minor = pre[7];
@@ -311,6 +313,9 @@ static int read_npy_stream(FILE *f, const char *path, ntc_array *out, ntc_err *e
             return ntc_error(err, path, 0, "truncated .npy header");
         hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)b[0] << 16 | (size_t)b[1] << 24;
     }
+    /* NumPy's headers are a few hundred bytes; a huge one is a corrupt file */
+    if (hlen > (1u << 20))
+        return ntc_error(err, path, 0, "bad .npy header: %zu bytes long", hlen);
     char *text = ntc_malloc(hlen + 1);
     if (!text)
         return ntc_error(err, path, 0, "out of memory");

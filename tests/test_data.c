@@ -90,6 +90,7 @@ START_TEST(idx_errors)
         {"bad_idx_float", "IDX element type float32 is not supported"},
         {"f32_2x3.npy", "not an IDX file"},
         {"missing-idx", "cannot open"},
+        {".", "cannot read: Is a directory"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         ntc_array a;

@@ -173,6 +173,7 @@ START_TEST(bad_files)
         {"bad_header.npy", "bad .npy header: expected ',' or ')' in shape"},
         {"idx_images", "not a .npy file"},
         {"no_such_file.npy", "cannot open: No such file or directory"},
+        {".", "cannot read: Is a directory"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         ntc_array a;
