@@ -320,6 +320,22 @@ static LLVMValueRef emit_node(cg *c, const ntc_graph *g, const ntc_node *n, int 
     return fn;
 }
 
+/* Two nodes can share one function when everything the emitters
+ * specialise on is equal: op, attributes, shapes and which parameter slots
+ * are present (the parameters themselves are arguments). */
+static bool same_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
+{
+    if (a->op != b->op || a->n_in != b->n_in || memcmp(&a->a, &b->a, sizeof a->a))
+        return false;
+    for (int k = 0; k < NTC_MAX_PARAMS; k++)
+        if ((a->par[k] >= 0) != (b->par[k] >= 0))
+            return false;
+    for (int j = 0; j < a->n_in; j++)
+        if (memcmp(&g->values[a->in[j]].shape, &g->values[b->in[j]].shape, sizeof(ntc_shape)))
+            return false;
+    return !memcmp(&g->values[a->out].shape, &g->values[b->out].shape, sizeof(ntc_shape));
+}
+
 static int param_index(const ntc_cg_result *r, int v)
 {
     for (int i = 0; i < r->n_params; i++)
@@ -488,7 +504,10 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
         const ntc_node *n = &g->nodes[p.order[s]];
         if (check_node(g, n, err))
             goto out;
-        if (!(fns[s] = emit_node(&c, g, n, s, err))) {
+        for (int t = 0; t < s && !fns[s]; t++)
+            if (same_code(g, n, &g->nodes[p.order[t]]))
+                fns[s] = fns[t];
+        if (!fns[s] && !(fns[s] = emit_node(&c, g, n, s, err))) {
             char msg[sizeof err->msg];
             snprintf(msg, sizeof msg, "%s", err->msg);
             ntc_error(err, g->path, n->line, "%s node '%s': %s", ntc_op_name(n->op), n->name, msg);

@@ -55,13 +55,16 @@ static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const 
     g.direct = g.PWs == g.OW && g.P_pad == g.P;
     /* Register budget: 32 vector registers with AVX-512 (16 otherwise),
      * minus the XB loaded input vectors and a broadcast weight. */
+    /* The largest tile that fits, preferring filter blocks that divide F
+     * (one tile variant less to compile) and then wider p blocks. */
     int budget = vw >= 16 ? 24 : 12, max_xb = vw >= 16 ? 4 : 3;
-    g.XB = (int)(g.Pv < max_xb ? g.Pv : max_xb);
-    g.FB = budget / g.XB;
-    if (g.FB > 16)
-        g.FB = 16;
-    if (g.FB > g.F)
-        g.FB = (int)g.F;
+    int best = -1;
+    for (int xb = 1; xb <= max_xb && xb <= g.Pv; xb++)
+        for (int fb = 1; fb <= 16 && fb <= g.F && fb * xb <= budget; fb++) {
+            int score = fb * xb * 4 + (g.F % fb == 0 ? 2 * budget * 4 : 0) + xb;
+            if (score > best)
+                best = score, g.FB = fb, g.XB = xb;
+        }
     return g;
 }
 

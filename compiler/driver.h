@@ -35,7 +35,8 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
     X(tailor, "NetTailor: make a backbone's student (proxies, alphas, new classifier)") \
     X(prune, "NetTailor: remove low-alpha blocks from a trained student") \
     X(run, "run a graph forward on .npy inputs and write its outputs") \
-    X(eval, "accuracy, loss and throughput of a classifier on a dataset")
+    X(eval, "accuracy, loss and throughput of a classifier on a dataset") \
+    X(compile, "compile a graph to a shared object + C header (LLVM, host CPU)")
 
 #define X(name, doc) int cmd_##name(int argc, char **argv);
 NTC_COMMANDS(X)

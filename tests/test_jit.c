@@ -6,9 +6,11 @@
  * (normwise, so outputs near zero do not blow the ratio up). */
 #include "testutil.h"
 
+#include "ntc/frontends.h"
 #include "ntc/jit.h"
 #include "ntc/runtime.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,6 +494,271 @@ START_TEST(vector_code)
 }
 END_TEST
 
+/* The demo backbone: ResNet-20 on 1x28x28 images, against the interpreter
+ * (the naive loops are too slow for it at this batch). */
+START_TEST(resnet20)
+{
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
+    o.seed = 11;
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    /* Non-trivial batchnorm statistics, so folding them wrongly shows. */
+    unsigned st = 5u;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == NTC_OP_batchnorm)
+            for (int k = 0; k < 4; k++) {
+                ntc_value *v = &g->values[g->nodes[i].par[k]];
+                for (int64_t e = 0; e < ntc_shape_numel(&v->shape); e++)
+                    v->data[e] = k == 3 ? 1.0f + 0.5f * tu_randf(&st) : v->data[e] + 0.2f * tu_randf(&st);
+            }
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+    const int batch = 7;
+    float *x = random_input(g, batch, 3u);
+    int64_t on = numel(g, g->outputs[0].value);
+    float *y = malloc(sizeof(float) * (size_t)(on * batch));
+    ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
+    ntc_exec *ex = ntc_exec_new(g, batch, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    const float *ins[] = {x};
+    ck_assert_int_eq(ntc_exec_run(ex, ins, batch, &err), 0);
+    double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    ck_assert_msg(e <= TOL, "resnet20: JIT vs interpreter: relative error %g", e);
+    /* batch 1 gives the same first item as the batch of 7 */
+    float y1[64];
+    ck_assert_int_le(on, 64);
+    ck_assert_int_eq(ntc_jit_run(j, x, 1, y1, &err), 0);
+    ck_assert_int_eq(memcmp(y1, y, sizeof(float) * (size_t)on), 0);
+    ntc_exec_free(ex);
+    ntc_jit_free(j);
+    ntc_graph_free(g);
+    free(x);
+    free(y);
+}
+END_TEST
+
+/* ---- shared objects ------------------------------------------------------------ */
+
+/* x -> universal block u1 (conv, bn, relu) [-> universal block u2 (conv,
+ * relu) if extra] -> task block head (gap, flatten, linear).  Parameters
+ * are a function of their name (universal ones identical in every graph
+ * built here); the head's also of task_seed. */
+static ntc_graph *block_net(bool extra, unsigned task_seed)
+{
+    int x;
+    ntc_graph *g = input_graph("N,2,9,9", &x);
+    int u1 = ntc_graph_add_block(g, "u1", NTC_ROLE_UNIVERSAL);
+    int c = ntc_graph_add_node(g, NTC_OP_conv2d, "u1.conv", &x, 1, u1);
+    g->nodes[c].a.filters = 6;
+    set2(g->nodes[c].a.kernel, 3, 3);
+    ntc_node_add_param(g, c, "weight", NULL);
+    int v = out_of(g, c);
+    int bn = ntc_graph_add_node(g, NTC_OP_batchnorm, "u1.bn", &v, 1, u1);
+    const char *slots[] = {"scale", "bias", "mean", "var"};
+    for (int i = 0; i < 4; i++)
+        ntc_node_add_param(g, bn, slots[i], NULL);
+    v = out_of(g, bn);
+    v = out_of(g, ntc_graph_add_node(g, NTC_OP_relu, "u1.relu", &v, 1, u1));
+    if (extra) {
+        int u2 = ntc_graph_add_block(g, "u2", NTC_ROLE_UNIVERSAL);
+        int c2 = ntc_graph_add_node(g, NTC_OP_conv2d, "u2.conv", &v, 1, u2);
+        g->nodes[c2].a.filters = 6;
+        set2(g->nodes[c2].a.kernel, 3, 3);
+        for (int i = 0; i < 4; i++)
+            g->nodes[c2].a.pad[i] = 1;
+        ntc_node_add_param(g, c2, "weight", NULL);
+        v = out_of(g, c2);
+        v = out_of(g, ntc_graph_add_node(g, NTC_OP_relu, "u2.relu", &v, 1, u2));
+    }
+    int head = ntc_graph_add_block(g, "head", NTC_ROLE_TASK);
+    v = out_of(g, ntc_graph_add_node(g, NTC_OP_global_avgpool, "gap", &v, 1, head));
+    v = out_of(g, ntc_graph_add_node(g, NTC_OP_flatten, "flat", &v, 1, head));
+    int fc = ntc_graph_add_node(g, NTC_OP_linear, "fc", &v, 1, head);
+    g->nodes[fc].a.units = 4;
+    ntc_node_add_param(g, fc, "weight", NULL);
+    ntc_node_add_param(g, fc, "bias", NULL);
+    ntc_graph_add_output(g, "y", out_of(g, fc));
+    fill_params(g, 0);
+    for (int p = 0; p < g->n_values; p++) {
+        ntc_value *val = &g->values[p];
+        if (val->kind != NTC_VAL_PARAM)
+            continue;
+        unsigned st = 2166136261u ^ (strncmp(val->name, "fc.", 3) ? 0 : task_seed);
+        for (const char *ch = val->name; *ch; ch++)
+            st = (st ^ (unsigned char)*ch) * 16777619u;
+        for (int64_t i = 0; i < ntc_shape_numel(&val->shape); i++)
+            val->data[i] = strstr(val->name, ".var") ? 1.0f + 0.5f * tu_randf(&st) : tu_randf(&st);
+    }
+    return g;
+}
+
+typedef void *(*create_fn)(const char *, const char *, char *, size_t);
+typedef int (*run_fn)(void *, const float *, int64_t, float *);
+typedef void (*destroy_fn)(void *);
+
+typedef struct {
+    void *lib, *task;
+    run_fn run;
+    destroy_fn destroy;
+    char err[512];
+} loaded;
+
+/* dlopens dir/name.so and creates its task (default weight files unless
+ * universal is given); task NULL with l->err on failure. */
+static loaded load_task(const char *dir, const char *name, const char *universal)
+{
+    loaded l = {0};
+    char path[512], sym[128];
+    snprintf(path, sizeof path, "%s/%s.so", dir, name);
+    l.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(l.lib != NULL, "dlopen %s: %s", path, dlerror());
+    snprintf(sym, sizeof sym, "%s_create", name);
+    create_fn create = (create_fn)dlsym(l.lib, sym);
+    snprintf(sym, sizeof sym, "%s_run", name);
+    l.run = (run_fn)dlsym(l.lib, sym);
+    snprintf(sym, sizeof sym, "%s_destroy", name);
+    l.destroy = (destroy_fn)dlsym(l.lib, sym);
+    ck_assert(create && l.run && l.destroy);
+    ck_assert_ptr_null(dlsym(l.lib, "ntc_task_run"));   /* the generated code stays hidden */
+    l.task = create(NULL, universal, l.err, sizeof l.err);
+    return l;
+}
+
+static void unload(loaded *l)
+{
+    if (l->task)
+        l->destroy(l->task);
+    dlclose(l->lib);
+}
+
+/* The loaded task's outputs equal the JIT's on the same graph. */
+static void check_task(loaded *l, ntc_graph *g, int batch)
+{
+    ck_assert_msg(l->task != NULL, "%s", l->err);
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+    int64_t on = ntc_jit_output_numel(j);
+    float *x = random_input(g, batch, 77u), *y = malloc(sizeof(float) * (size_t)(on * batch)),
+          *z = malloc(sizeof(float) * (size_t)(on * batch));
+    ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
+    ck_assert_int_eq(l->run(l->task, x, batch, z), 0);
+    double e = rel_error(z, y, on * batch);
+    ck_assert_msg(e <= TOL, ".so vs JIT: relative error %g", e);
+    ntc_jit_free(j);
+    free(x);
+    free(y);
+    free(z);
+}
+
+static long file_size(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static void compile_to(ntc_graph *g, const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.so", dir, name);
+    ntc_err err = {0};
+    ck_assert_msg(ntc_aot_compile(g, path, NULL, &err) == 0, "%s", ntc_err_str(&err));
+}
+
+/* Two tasks over one universal weights file: the second reuses every
+ * universal tensor (file unchanged), a third with an extra universal block
+ * appends without breaking the first two, and all three agree with the JIT. */
+START_TEST(aot_shared_universal)
+{
+    const char *dir = tu_tmpdir();
+    ntc_graph *a = block_net(false, 1), *b = block_net(false, 2), *c = block_net(true, 3);
+    compile_to(a, dir, "task_a");
+    long uni = file_size(dir, "universal.weights");
+    ck_assert_int_lt(file_size(dir, "task_a.weights"), uni);
+    compile_to(b, dir, "task_b");
+    ck_assert_int_eq(file_size(dir, "universal.weights"), uni);
+    compile_to(c, dir, "task_c");
+    ck_assert_int_gt(file_size(dir, "universal.weights"), uni);
+
+    loaded la = load_task(dir, "task_a", NULL), lb = load_task(dir, "task_b", NULL), lc = load_task(dir, "task_c", NULL);
+    check_task(&la, a, 5);
+    check_task(&lb, b, 1);
+    check_task(&lc, c, 3);
+    unload(&la);
+    unload(&lb);
+    unload(&lc);
+    ntc_graph_free(a);
+    ntc_graph_free(b);
+    ntc_graph_free(c);
+}
+END_TEST
+
+/* The demo backbone as a shared object. */
+START_TEST(aot_resnet20)
+{
+    const char *dir = tu_tmpdir();
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    compile_to(g, dir, "resnet");
+    loaded l = load_task(dir, "resnet", NULL);
+    check_task(&l, g, 9);
+    unload(&l);
+    ntc_graph_free(g);
+}
+END_TEST
+
+/* Different universal weights are refused at compile time; a universal
+ * file changed after compilation is refused at load time; a failing link
+ * names the command. */
+START_TEST(aot_errors)
+{
+    const char *dir = tu_tmpdir();
+    ntc_graph *a = block_net(false, 1);
+    compile_to(a, dir, "task_a");
+
+    ntc_graph *other = block_net(false, 1);
+    other->values[ntc_graph_find_value(other, "u1.conv.weight")].data[3] += 1.0f;
+    char path[512];
+    snprintf(path, sizeof path, "%s/other.so", dir);
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_aot_compile(other, path, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, "u1.conv.weight") && strstr(err.msg, "another backbone"), "%s", err.msg);
+
+    /* A universal file from another compilation, then the right one. */
+    char uni2[512];
+    snprintf(uni2, sizeof uni2, "%s/other.weights.universal", dir);
+    ntc_aot_opts o = {.universal_weights = uni2};
+    ck_assert_msg(ntc_aot_compile(other, path, &o, &err) == 0, "%s", ntc_err_str(&err));
+    loaded l = load_task(dir, "task_a", uni2);
+    ck_assert_ptr_null(l.task);
+    ck_assert_msg(strstr(l.err, "checksum mismatch"), "%s", l.err);
+    unload(&l);
+    l = load_task(dir, "task_a", NULL);
+    check_task(&l, a, 2);
+    unload(&l);
+
+    o = (ntc_aot_opts){.cc = "false"};
+    snprintf(path, sizeof path, "%s/nolink.so", dir);
+    ck_assert_int_eq(ntc_aot_compile(a, path, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "false -shared") && strstr(err.msg, "nolink"), "%s", err.msg);
+    ntc_graph_free(a);
+    ntc_graph_free(other);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jit");
@@ -504,6 +771,10 @@ int main(void)
     tcase_add_test(tc, misc_ops);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, vector_code);
+    tcase_add_test(tc, resnet20);
+    tcase_add_test(tc, aot_shared_universal);
+    tcase_add_test(tc, aot_resnet20);
+    tcase_add_test(tc, aot_errors);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

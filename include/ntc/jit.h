@@ -57,6 +57,10 @@ const char *ntc_jit_ir(const ntc_jit *j);
 /* ---- ahead of time ------------------------------------------------------ */
 
 typedef struct {
+    double ir, opt, emit, link;         /* seconds: build IR, optimise, machine code, cc */
+} ntc_aot_times;
+
+typedef struct {
     /* The shared universal weights file; NULL: "universal.weights" next to the
      * shared object.  Created if missing; tensors this task needs that are
      * missing are appended (existing bytes never move, so tasks compiled
@@ -65,6 +69,7 @@ typedef struct {
     const char *universal_weights;
     const char *cc;                     /* C compiler/linker; NULL: $CC or "cc" */
     bool keep_temps;                    /* leave the object and C files next to the .so */
+    ntc_aot_times *times;               /* filled when non-NULL */
 } ntc_aot_opts;
 
 /* Writes so_path (a shared object), the header (so_path with ".h") and the

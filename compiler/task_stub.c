@@ -1,0 +1,206 @@
+/* The C side of a task compiled by `ntc compile`: create, run and destroy
+ * around the generated ntc_task_run.
+ *
+ * aot.c copies this file into the task's C source, putting the task's
+ * tables at the @META@ line, and links it with the generated object into
+ * the shared object.  It needs libc, libdl and pthreads only: no libntc.
+ *
+ * The weights: create maps the task's own weights file and the shared
+ * universal weights file read-only (MAP_SHARED, so every task and every
+ * process using the same universal file shares its pages), checks that
+ * every tensor lies inside its file, and compares an FNV-1a 64 checksum of
+ * the tensors it reads with the one recorded at compile time, so a task
+ * never runs on another backbone's weights. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    int file;               /* 0: the task's weights, 1: the universal weights */
+    uint64_t offset;        /* bytes from the start of the file */
+    uint64_t count;         /* floats */
+} task_param;
+
+void ntc_task_run(const float *const *params, const float *input, float *output, int64_t batch,
+                  float *workspace) __attribute__((visibility("hidden")));
+
+/* @META@ */
+
+static const char *const file_role[2] = {"task weights", "universal weights"};
+
+struct NTC_TASK(task) {
+    void *map[2];
+    size_t len[2];
+    const float *params[TASK_N_PARAMS + 1];
+    int threads;
+    void *ws_block;
+    float *ws;              /* threads x (TASK_WS_FLOATS + 16) floats, 64-byte aligned */
+};
+
+static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void say(char *err, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && len)
+        vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+}
+
+/* The default file `name` resolved next to this shared object. */
+static char *beside_me(const char *name)
+{
+    Dl_info info;
+    if (name[0] == '/' || !dladdr((void *)beside_me, &info) || !info.dli_fname)
+        return strdup(name);
+    const char *slash = strrchr(info.dli_fname, '/');
+    size_t dir = slash ? (size_t)(slash - info.dli_fname) + 1 : 0;
+    char *p = malloc(dir + strlen(name) + 1);
+    if (p) {
+        memcpy(p, info.dli_fname, dir);
+        strcpy(p + dir, name);
+    }
+    return p;
+}
+
+static int map_file(const char *path, void **addr, size_t *len, char *err, size_t errlen, int role)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st)) {
+        say(err, errlen, "%s: cannot open the %s", path, file_role[role]);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *len = (size_t)st.st_size;
+    *addr = *len ? mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+    close(fd);
+    if (*addr == MAP_FAILED || !*len) {
+        *addr = NULL;
+        say(err, errlen, "%s: cannot map the %s (empty file?)", path, file_role[role]);
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t fnv(uint64_t h, const unsigned char *b, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+void NTC_TASK(destroy)(struct NTC_TASK(task) *t)
+{
+    if (!t)
+        return;
+    for (int f = 0; f < 2; f++)
+        if (t->map[f])
+            munmap(t->map[f], t->len[f]);
+    free(t->ws_block);
+    free(t);
+}
+
+struct NTC_TASK(task) *NTC_TASK(create)(const char *task_weights, const char *universal_weights, char *err,
+                                        size_t errlen)
+{
+    struct NTC_TASK(task) *t = calloc(1, sizeof *t);
+    if (!t) {
+        say(err, errlen, "%s: out of memory", TASK_NAME);
+        return NULL;
+    }
+    const char *given[2] = {task_weights, universal_weights};
+    for (int f = 0; f < 2; f++) {
+        char *path = given[f] ? strdup(given[f]) : beside_me(task_files[f]);
+        int bad = !path || map_file(path, &t->map[f], &t->len[f], err, errlen, f);
+        if (!bad) {
+            uint64_t h = 0xcbf29ce484222325ull;
+            for (int i = 0; i < TASK_N_PARAMS; i++) {
+                const task_param *p = &task_params[i];
+                if (p->file != f)
+                    continue;
+                if (p->offset > t->len[f] || p->count * 4 > t->len[f] - p->offset) {
+                    say(err, errlen, "%s: the %s file is too short for this task (truncated?)", path,
+                        file_role[f]);
+                    bad = 1;
+                    break;
+                }
+                h = fnv(h, (const unsigned char *)t->map[f] + p->offset, p->count * 4);
+                t->params[i] = (const float *)(const void *)((const char *)t->map[f] + p->offset);
+            }
+            if (!bad && h != task_sums[f]) {
+                say(err, errlen, "%s: these %s do not match the ones %s was compiled with "
+                    "(checksum mismatch); recompile the task, or use the file written when it was compiled",
+                    path, file_role[f], TASK_NAME);
+                bad = 1;
+            }
+        }
+        free(path);
+        if (bad) {
+            NTC_TASK(destroy)(t);
+            return NULL;
+        }
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    t->threads = cpus > 1 ? (int)cpus : 1;
+    size_t ws = sizeof(float) * (size_t)(TASK_WS_FLOATS + 16) * (size_t)t->threads;
+    if (!(t->ws_block = malloc(ws + 64))) {
+        say(err, errlen, "%s: out of memory", TASK_NAME);
+        NTC_TASK(destroy)(t);
+        return NULL;
+    }
+    t->ws = (float *)(((uintptr_t)t->ws_block + 63) & ~(uintptr_t)63);
+    return t;
+}
+
+typedef struct {
+    struct NTC_TASK(task) *t;
+    const float *input;
+    float *output;
+    int64_t lo, hi;
+    int slot;
+} slice;
+
+static void *run_slice(void *arg)
+{
+    slice *s = arg;
+    if (s->hi > s->lo)
+        ntc_task_run(s->t->params, s->input + s->lo * TASK_IN_NUMEL, s->output + s->lo * TASK_OUT_NUMEL,
+                     s->hi - s->lo, s->t->ws + (size_t)s->slot * (TASK_WS_FLOATS + 16));
+    return NULL;
+}
+
+int NTC_TASK(run)(struct NTC_TASK(task) *t, const float *input, int64_t batch, float *output)
+{
+    if (!t || batch < 0)
+        return -1;
+    int n = batch < t->threads ? (int)(batch ? batch : 1) : t->threads;
+    slice s[64];
+    pthread_t tid[64];
+    int started[64] = {0};
+    if (n > 64)
+        n = 64;
+    for (int i = 0; i < n; i++)
+        s[i] = (slice){t, input, output, batch * i / n, batch * (i + 1) / n, i};
+    for (int i = 1; i < n; i++)
+        started[i] = pthread_create(&tid[i], NULL, run_slice, &s[i]) == 0;
+    run_slice(&s[0]);
+    for (int i = 1; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            run_slice(&s[i]);  /* no thread: run it here */
+    }
+    return 0;
+}
