@@ -76,6 +76,9 @@ int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out
 int64_t work_batchnorm(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 int64_t work_mix(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 
+/* Block length of the elementwise loops (see kern_elementwise.c). */
+#define NTC_VEC 8
+
 /* Product of dims[from..rank); 1 when from >= rank.  Shared by the kernels. */
 int64_t ntc_numel_from(const ntc_shape *s, int from);
 
