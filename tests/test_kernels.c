@@ -45,7 +45,7 @@ static float *randn(int64_t n, unsigned *seed)
 {
     float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++)
-        p[i] = 2.0f * tu_randf(seed) - 1.0f;
+        p[i] = tu_randf(seed);   /* [-1, 1) */
     return p;
 }
 
