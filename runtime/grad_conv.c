@@ -56,8 +56,11 @@ static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int
                     }
                     const float *xr = x + (c * H + ih) * W + off;
                     memset(row, 0, sizeof(float) * (size_t)lo);
-                    for (int64_t ow = lo; ow < hi; ow++)
-                        row[ow] = xr[ow * sw];
+                    if (sw == 1)
+                        memcpy(row + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            row[ow] = xr[ow * sw];
                     memset(row + hi, 0, sizeof(float) * (size_t)(OW - hi));
                 }
             }
@@ -82,8 +85,12 @@ static void col2im_add(const ntc_attrs *a, const float *dcols, int64_t C, int64_
                     if (ih < 0 || ih >= H)
                         continue;
                     float *xr = dx + (c * H + ih) * W + off;
-                    for (int64_t ow = lo; ow < hi; ow++)
-                        xr[ow * sw] += row[ow];
+                    if (sw == 1)                /* contiguous: the loop vectorises */
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            xr[ow] += row[ow];
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            xr[ow * sw] += row[ow];
                 }
             }
 }
