@@ -102,11 +102,12 @@ START_TEST(written_header_layout)
 }
 END_TEST
 
-/* NumPy itself reads what ntc writes (skipped without /usr/bin/python3). */
+/* NumPy itself reads what ntc writes (skipped without python3-numpy). */
 START_TEST(numpy_reads_ours)
 {
-    if (access("/usr/bin/python3", X_OK) != 0) {
-        printf("numpy_reads_ours: skipped, no /usr/bin/python3\n");
+    if (access("/usr/bin/python3", X_OK) != 0 ||
+        system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") != 0) {
+        printf("numpy_reads_ours: skipped, no /usr/bin/python3 with numpy\n");
         return;
     }
     float v[6] = {1.5f, -2, 3, 4, 5, 6.25f};
