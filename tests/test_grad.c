@@ -265,6 +265,33 @@ static void backward(const problem *p, grads *g, bool pass_in, bool pass_par)
     free(out);
 }
 
+/* The backward as a threaded executor calls it: items [0, 1) and [1, batch)
+ * as two calls, each slice's input gradients at its place in g->in, each
+ * slice's parameter gradients in a buffer of its own, summed into g->par
+ * afterwards. */
+static void backward_in_two_slices(const problem *p, grads *g)
+{
+    const ntc_node *n = node(p->o);
+    float *out = forward(p);
+    grads part[2];
+    const int cut[3] = {0, 1, p->batch};
+    for (int s = 0; s < 2; s++) {
+        part[s] = grads_alloc(p, false, true, NULL);
+        float *gin[MAX_IN] = {0};
+        for (int j = 0; j < n->n_in; j++)
+            gin[j] = g->in[j] + cut[s] * item_numel(p->o, n->in[j]);
+        call c;
+        call_init(&c, p->o, (const float *const *)p->x, out, cut[s], cut[s + 1] - cut[s]);
+        ntc_kernels[n->op].backward(&c.k, p->w + cut[s] * item_numel(p->o, n->out), gin, part[s].par);
+        call_free(&c);
+    }
+    for (int sl = 0; sl < NTC_MAX_PARAMS; sl++)
+        for (int64_t i = 0; g->par[sl] && i < par_numel(p->o, sl); i++)
+            g->par[sl][i] += part[0].par[sl][i] + part[1].par[sl][i];
+    grads_free(&part[0]), grads_free(&part[1]);
+    free(out);
+}
+
 /* |got - want| <= 1e-2 |want| + tol_abs * max(max |want|, 0.1) element by element. */
 static void expect_grad(const float *got, const double *want, int64_t n, double tol_abs,
                         const char *what, const char *which)
@@ -316,8 +343,9 @@ static void expect_same(const float *got, const float *want, int64_t n, double f
 
 /* The whole check for one node: the gradient of every input and every
  * parameter against finite differences; accumulation onto a random base;
- * the same values when only inputs or only parameters are requested; and
- * twice the gradient from two calls. */
+ * the same values when only inputs or only parameters are requested;
+ * twice the gradient from two calls; the same values from the batch split
+ * into two calls. */
 static void check_node(one o, int batch, fill how, unsigned seed, const char *what)
 {
     problem p = problem_new(o, batch, how, seed);
@@ -368,6 +396,17 @@ static void check_node(one o, int batch, fill how, unsigned seed, const char *wh
             expect_same(only_par.par[s], g.par[s], par_numel(o, s), 1.0, what, "parameters only");
             expect_same(twice.par[s], g.par[s], par_numel(o, s), 2.0, what, "two calls, parameter");
         }
+    /* Split across two calls, as the executor's threads do. */
+    if (batch >= 2) {
+        grads sliced = grads_alloc(&p, true, true, NULL);
+        backward_in_two_slices(&p, &sliced);
+        for (int j = 0; j < n->n_in; j++)
+            expect_same(sliced.in[j], g.in[j], in_numel(&p, j), 1.0, what, "two slices, input");
+        for (int s = 0; s < NTC_MAX_PARAMS; s++)
+            if (g.par[s])
+                expect_same(sliced.par[s], g.par[s], par_numel(o, s), 1.0, what, "two slices, parameter");
+        grads_free(&sliced);
+    }
     grads_free(&base), grads_free(&g), grads_free(&only_in), grads_free(&only_par), grads_free(&twice);
     problem_free(&p);
 }
