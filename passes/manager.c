@@ -55,21 +55,23 @@ static int check_run(const ntc_pipeline *p, const ntc_pipeline_opts *o, ntc_err 
     return 0;
 }
 
-/* Running out of memory in the verifier is nobody's fault in particular. */
-static bool is_oom(const ntc_err *e) { return !strcmp(e->msg, "out of memory"); }
+/* The check after pass `ps` failed with e: the graph it left is invalid,
+ * unless the check itself ran out of memory, which is nobody's fault. */
+static int blame(ntc_err *err, const ntc_graph *g, const ntc_pass *ps, const ntc_err *e)
+{
+    if (!strcmp(e->msg, "out of memory"))
+        return ntc_error(err, e->file, e->line, "%s", e->msg);
+    return ntc_error(err, g->path, 0, "pass '%s' left an invalid graph: %s", ps->name, e->msg);
+}
 
-/* Verifies g (timed); on failure rewrites err as the pass's fault. */
+/* Verifies g after pass ps, timed. */
 static int verify_after(ntc_pipeline *p, ntc_graph *g, const ntc_pass *ps, ntc_err *err)
 {
     double t0 = now();
     ntc_err e = {0};
     int rc = ntc_graph_verify(g, &e);
     p->verify_seconds += now() - t0;
-    if (rc && is_oom(&e))
-        return ntc_error(err, e.file, e.line, "%s", e.msg);
-    if (rc)
-        return ntc_error(err, g->path, 0, "pass '%s' left an invalid graph: %s", ps->name, e.msg);
-    return 0;
+    return rc ? blame(err, g, ps, &e) : 0;
 }
 
 static int dump(ntc_graph *g, const ntc_pipeline_opts *o, int index, const char *name, ntc_err *err)
@@ -97,7 +99,8 @@ static int run_item(ntc_pipeline *p, ntc_pipeline_item *it, ntc_graph *g,
                     const ntc_pipeline_opts *o, ntc_err *err)
 {
     const ntc_pass *ps = it->pass;
-    ntc_pass_ctx ctx = {ps, o->mode, o->verbosity, o->out, it->opts, it->n_opts};
+    ntc_pass_ctx ctx = {.pass = ps, .mode = o->mode, .verbosity = o->verbosity, .out = o->out,
+                        .opts = it->opts, .n_opts = it->n_opts};
     for (;;) {
         ntc_err e = {0};
         double t0 = now();
@@ -117,9 +120,7 @@ static int run_item(ntc_pipeline *p, ntc_pipeline_item *it, ntc_graph *g,
             if (verify_after(p, g, ps, err))
                 return -1;
         } else if (rc == 1 && ntc_graph_infer_shapes(g, &e)) {
-            if (is_oom(&e))
-                return ntc_error(err, e.file, e.line, "%s", e.msg);
-            return ntc_error(err, g->path, 0, "pass '%s' left an invalid graph: %s", ps->name, e.msg);
+            return blame(err, g, ps, &e);
         }
         if (!ps->fixed_point || rc == 0)
             return 0;
@@ -146,8 +147,11 @@ int ntc_pipeline_run(ntc_pipeline *p, ntc_graph *g, const ntc_pipeline_opts *o, 
     p->verify_seconds = 0;
     p->verified = o->verify_each;
     ntc_err e = {0};
-    if (o->verify_each ? ntc_graph_verify(g, &e) : ntc_graph_infer_shapes(g, &e))
-        return ntc_error(err, e.file, e.line, "%s%s", is_oom(&e) ? "" : "the input graph is invalid: ", e.msg);
+    bool oom;
+    if (o->verify_each ? ntc_graph_verify(g, &e) : ntc_graph_infer_shapes(g, &e)) {
+        oom = !strcmp(e.msg, "out of memory");
+        return ntc_error(err, e.file, e.line, "%s%s", oom ? "" : "the input graph is invalid: ", e.msg);
+    }
     for (int i = 0; i < p->n_items; i++) {
         ntc_pipeline_item *it = &p->items[i];
         if (run_item(p, it, g, o, err))
@@ -156,9 +160,11 @@ int ntc_pipeline_run(ntc_pipeline *p, ntc_graph *g, const ntc_pipeline_opts *o, 
             dump(g, o, i, it->pass->name, err))
             return -1;
     }
-    if (!o->verify_each && ntc_graph_verify(g, &e))
-        return ntc_error(err, g->path, 0, "%s%s", is_oom(&e) ? "" : "the graph is invalid after the pipeline "
+    if (!o->verify_each && ntc_graph_verify(g, &e)) {
+        oom = !strcmp(e.msg, "out of memory");
+        return ntc_error(err, g->path, 0, "%s%s", oom ? "" : "the graph is invalid after the pipeline "
                          "(rerun with --verify-each to find the pass): ", e.msg);
+    }
     return 0;
 }
 
