@@ -209,22 +209,60 @@ int ntc_graph_infer_shapes(ntc_graph *g, ntc_err *err)
 
 /* ---- the verifier --------------------------------------------------------------- */
 
+typedef struct {
+    const ntc_graph *g;
+    bool blocks;
+} name_key;
+
+static const char *key_name(const name_key *k, int i)
+{
+    return k->blocks ? k->g->blocks[i].name : k->g->values[i].name;
+}
+
+static int by_name_then_index(const void *a, const void *b, void *key)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(key_name(key, x), key_name(key, y));
+    return c ? c : (x > y) - (x < y);
+}
+
+/* The smallest handle whose name an earlier live value (or block) has, -1
+ * if names are unique, -2 when out of memory.  Sorting keeps it
+ * O(n log n): graphs from importers have thousands of values. */
+static int first_duplicate(const ntc_graph *g, bool blocks)
+{
+    int n = blocks ? g->n_blocks : g->n_values, k = 0;
+    int *idx = ntc_malloc(sizeof(int) * ((size_t)n + 1));
+    if (!idx)
+        return -2;
+    for (int i = 0; i < n; i++)
+        if (!(blocks ? g->blocks[i].dead : g->values[i].dead))
+            idx[k++] = i;
+    name_key key = {g, blocks};
+    qsort_r(idx, (size_t)k, sizeof(int), by_name_then_index, &key);
+    int dup = -1;
+    for (int i = 1; i < k; i++)
+        if (!strcmp(key_name(&key, idx[i - 1]), key_name(&key, idx[i])) && (dup < 0 || idx[i] < dup))
+            dup = idx[i];
+    ntc_free(idx);
+    return dup;
+}
+
 int ntc_graph_verify(ntc_graph *g, ntc_err *err)
 {
-    /* Names are unique among live values and blocks. */
-    for (int i = 0; i < g->n_values; i++) {
-        if (g->values[i].dead)
-            continue;
-        int first = ntc_graph_find_value(g, g->values[i].name);
-        if (first != i) {
-            int p = g->values[i].producer;
-            return ntc_error(err, g->path, p >= 0 ? g->nodes[p].line : 0,
-                             "duplicate name '%s'", g->values[i].name);
-        }
+    /* Names are unique among live values and among live blocks. */
+    int dup = first_duplicate(g, false);
+    if (dup == -2)
+        return ntc_error(err, g->path, 0, "out of memory");
+    if (dup >= 0) {
+        int p = g->values[dup].producer;
+        return ntc_error(err, g->path, p >= 0 ? g->nodes[p].line : 0, "duplicate name '%s'", g->values[dup].name);
     }
-    for (int i = 0; i < g->n_blocks; i++)
-        if (!g->blocks[i].dead && ntc_graph_find_block(g, g->blocks[i].name) != i)
-            return ntc_error(err, g->path, g->blocks[i].line, "duplicate block name '%s'", g->blocks[i].name);
+    dup = first_duplicate(g, true);
+    if (dup == -2)
+        return ntc_error(err, g->path, 0, "out of memory");
+    if (dup >= 0)
+        return ntc_error(err, g->path, g->blocks[dup].line, "duplicate block name '%s'", g->blocks[dup].name);
 
     for (int i = 0; i < g->n_nodes; i++) {
         ntc_node *n = &g->nodes[i];
@@ -268,14 +306,31 @@ int ntc_graph_verify(ntc_graph *g, ntc_err *err)
     }
     /* A parameter is read by exactly one node: training updates it in one
      * place and the weights file holds it once. */
-    for (int i = 0; i < g->n_values; i++) {
-        if (g->values[i].dead || g->values[i].kind != NTC_VAL_PARAM)
+    int *uses = ntc_calloc((size_t)g->n_values + 1, sizeof(int));
+    if (!uses)
+        return ntc_error(err, g->path, 0, "out of memory");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ntc_node *n = &g->nodes[i];
+        if (n->dead)
             continue;
-        int uses = ntc_graph_count_uses(g, i);
-        if (uses != 1)
-            return ntc_error(err, g->path, 0, "parameter '%s' is used by %d nodes (must be exactly 1)",
-                             g->values[i].name, uses);
+        for (int j = 0; j < n->n_in; j++)
+            uses[n->in[j]]++;
+        for (int j = 0; j < NTC_MAX_PARAMS; j++)
+            if (n->par[j] >= 0)
+                uses[n->par[j]]++;
     }
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i].value >= 0 && g->outputs[i].value < g->n_values)
+            uses[g->outputs[i].value]++;
+    for (int i = 0; i < g->n_values; i++) {
+        if (g->values[i].dead || g->values[i].kind != NTC_VAL_PARAM || uses[i] == 1)
+            continue;
+        int u = uses[i];
+        ntc_free(uses);
+        return ntc_error(err, g->path, 0, "parameter '%s' is used by %d nodes (must be exactly 1)",
+                         g->values[i].name, u);
+    }
+    ntc_free(uses);
     for (int i = 0; i < g->n_outputs; i++) {
         int v = g->outputs[i].value;
         if (v < 0 || v >= g->n_values || g->values[v].dead || g->values[v].kind == NTC_VAL_PARAM)
