@@ -7,7 +7,9 @@
  *   graph input   the caller's array, at the slice's first item
  *   graph output  the executor's output buffer [max_batch, ...], at the slice
  *   intermediate  arena[t] + offset * slice_cap, laid out [slice_cap, ...]
- * OpenBLAS is pinned to one thread for the same reason. */
+ * OpenBLAS is pinned to one thread for the same reason.  A batch smaller
+ * than the pool runs as one slice whose convolutions share out their rows
+ * (kern_conv.c). */
 #include "ntc/runtime.h"
 #include "kernels.h"
 #include "pool.h"
@@ -21,6 +23,7 @@ struct ntc_exec {
     ntc_plan *plan;
     ntc_pool *pool;
     int max_batch, threads, slice_cap;
+    int slices;                  /* most slices a batch is cut into: min(threads, max_batch) */
     int64_t work_floats;         /* largest workspace any node needs */
     int max_in;                  /* most inputs of any node */
     float **arena, **work;       /* per thread */
@@ -65,13 +68,16 @@ static void run_slice(void *arg, int t)
     int base = x->batch / c->ntasks, extra = x->batch % c->ntasks;
     int b0 = t * base + (t < extra ? t : extra);
     int count = base + (t < extra);
+    /* A batch smaller than the pool runs as one slice whose kernels may
+     * split their own work over the idle threads. */
+    ntc_pool *team = c->ntasks == 1 && x->threads > 1 ? x->pool : NULL;
     const float *in[x->max_in > 0 ? x->max_in : 1];
     ntc_shape in_shape[x->max_in > 0 ? x->max_in : 1];
     ntc_shape par_shape[NTC_MAX_PARAMS];
     for (int s = 0; s < x->plan->n_steps; s++) {
         const ntc_node *n = &g->nodes[x->plan->order[s]];
         ntc_kargs k = {.node = n, .batch = count, .n_in = n->n_in, .in = in, .in_shape = in_shape,
-                       .par_shape = par_shape, .work = x->work[t]};
+                       .par_shape = par_shape, .work = x->work[t], .team = team};
         for (int j = 0; j < n->n_in; j++) {
             in[j] = locate(x, n->in[j], t, b0);
             in_shape[j] = batch_shape(x, n->in[j], count);
@@ -147,10 +153,10 @@ static int bind_io(ntc_exec *x)
 
 static int alloc_threads(ntc_exec *x)
 {
-    if (!(x->arena = ntc_calloc((size_t)x->threads, sizeof(float *))) ||
-        !(x->work = ntc_calloc((size_t)x->threads, sizeof(float *))))
+    if (!(x->arena = ntc_calloc((size_t)x->slices, sizeof(float *))) ||
+        !(x->work = ntc_calloc((size_t)x->slices, sizeof(float *))))
         return -1;
-    for (int t = 0; t < x->threads; t++) {
+    for (int t = 0; t < x->slices; t++) {
         /* +1 keeps the allocation non-empty for graphs without intermediates. */
         if (!(x->arena[t] = ntc_malloc(sizeof(float) * (size_t)(x->plan->arena_floats * x->slice_cap + 1))) ||
             !(x->work[t] = ntc_malloc(sizeof(float) * (size_t)(x->work_floats + 1))))
@@ -169,8 +175,6 @@ ntc_exec *ntc_exec_new_threads(ntc_graph *g, int max_batch, int threads, ntc_err
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         threads = online > 0 ? (int)online : 1;
     }
-    if (threads > max_batch)
-        threads = max_batch;     /* a slice holds at least one item */
     if (ntc_graph_infer_shapes(g, err))
         return NULL;
     ntc_exec *x = ntc_calloc(1, sizeof *x);
@@ -181,7 +185,8 @@ ntc_exec *ntc_exec_new_threads(ntc_graph *g, int max_batch, int threads, ntc_err
     x->g = g;
     x->max_batch = max_batch;
     x->threads = threads;
-    x->slice_cap = (max_batch + threads - 1) / threads;
+    x->slices = threads < max_batch ? threads : max_batch;
+    x->slice_cap = (max_batch + x->slices - 1) / x->slices;
     if (!(x->plan = ntc_plan_new(g, err)) || check_graph(x, err))
         goto fail;
     if (bind_io(x) || alloc_threads(x)) {
@@ -212,7 +217,7 @@ int ntc_exec_run(ntc_exec *x, const float *const *inputs, int batch, ntc_err *er
             return ntc_error(err, g->path, 0, "no data for input '%s'", g->values[g->inputs[i]].name);
     x->inputs = inputs;
     x->batch = batch;
-    run_ctx c = {x, batch < x->threads ? batch : x->threads};
+    run_ctx c = {x, batch < x->slices ? batch : x->slices};
     ntc_pool_run(x->pool, c.ntasks, run_slice, &c);
     /* Outputs that are graph inputs (or repeat another output) are copies. */
     for (int o = 0; o < g->n_outputs; o++) {
@@ -248,9 +253,9 @@ void ntc_exec_free(ntc_exec *x)
     if (!x)
         return;
     ntc_pool_free(x->pool);
-    for (int t = 0; x->arena && t < x->threads; t++)
+    for (int t = 0; x->arena && t < x->slices; t++)
         ntc_free(x->arena[t]);
-    for (int t = 0; x->work && t < x->threads; t++)
+    for (int t = 0; x->work && t < x->slices; t++)
         ntc_free(x->work[t]);
     for (int o = 0; x->outbuf && o < x->g->n_outputs; o++)
         ntc_free(x->outbuf[o]);

@@ -5,8 +5,13 @@
  *     out[F, P] = W[F, K] * cols[K, P] (+ bias[F] broadcast over P)
  * cols row (c, i, j), column (oh, ow) holds x[c, oh*sh - pt + i*dh, ow*sw - pl + j*dw],
  * or 0 where that falls into the padding.  A 1x1 convolution with stride 1
- * and no padding has cols == x, so it multiplies the input directly. */
+ * and no padding has cols == x, so it multiplies the input directly.
+ *
+ * Threads: the executor normally gives each thread whole items; when the
+ * batch is smaller than the thread count it passes a team instead, and
+ * the output rows of each item are split over it. */
 #include "kernels.h"
+#include "pool.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -25,9 +30,10 @@ int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out
     return in->dims[1] * n->a.kernel[0] * n->a.kernel[1] * out->dims[2] * out->dims[3];
 }
 
-/* Unfolds one item x[C, H, W] into cols[C*kh*kw, OH*OW]. */
+/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] into the matching
+ * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, OH*OW]. */
 static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
-                   int64_t OH, int64_t OW, float *cols)
+                   int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, float *cols)
 {
     const int kh = a->kernel[0], kw = a->kernel[1];
     const int sh = a->stride[0], sw = a->stride[1];
@@ -37,7 +43,7 @@ static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int
         const float *xc = x + c * H * W;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                float *row = cols + ((c * kh + i) * kw + j) * OH * OW;
+                float *row = cols + ((c * kh + i) * kw + j) * OH * OW + oh0 * OW;
                 /* Output columns whose input column is inside [0, W): the
                  * range is computed once per (i, j) so the inner loop is
                  * branch-free. */
@@ -48,7 +54,7 @@ static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int
                     ow_hi = OW;
                 if (ow_lo > ow_hi)
                     ow_lo = ow_hi;
-                for (int64_t oh = 0; oh < OH; oh++, row += OW) {
+                for (int64_t oh = oh0; oh < oh1; oh++, row += OW) {
                     int64_t ih = oh * sh - pt + (int64_t)i * dh;
                     if (ih < 0 || ih >= H) {
                         memset(row, 0, sizeof(float) * (size_t)OW);
@@ -71,31 +77,66 @@ static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int
     }
 }
 
-void fwd_conv2d(const ntc_kargs *k)
+/* One item's convolution, output rows [oh0, oh1): the columns of those
+ * rows only, so several threads can share an item (and its cols buffer). */
+typedef struct {
+    const ntc_kargs *k;
+    const float *x;
+    float *y;
+    int64_t oh_per_task;
+} conv_item;
+
+static void conv_rows(const ntc_kargs *k, const float *x, float *y, int64_t oh0, int64_t oh1)
 {
     const ntc_node *n = k->node;
     const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
     const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
     const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
     const int64_t K = C * n->a.kernel[0] * n->a.kernel[1], P = OH * OW;
+    const int64_t p0 = oh0 * OW, cols_n = (oh1 - oh0) * OW;
     const float *w = k->par[0], *bias = k->par[1];
-    const bool pointwise = is_pointwise(n);
+    const float *cols = x;
+    if (!is_pointwise(n)) {
+        im2col(&n->a, x, C, H, W, OH, OW, oh0, oh1, k->work);
+        cols = k->work;
+    }
+    float beta = 0.0f;
+    if (bias) {
+        for (int64_t f = 0; f < F; f++)
+            for (int64_t p = p0; p < p0 + cols_n; p++)
+                y[f * P + p] = bias[f];
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)F, (int)cols_n, (int)K,
+                1.0f, w, (int)K, cols + p0, (int)P, beta, y + p0, (int)P);
+}
+
+static void conv_task(void *arg, int t)
+{
+    const conv_item *c = arg;
+    const int64_t OH = c->k->out_shape.dims[2];
+    int64_t oh0 = t * c->oh_per_task, oh1 = oh0 + c->oh_per_task;
+    if (oh1 > OH)
+        oh1 = OH;
+    if (oh0 < oh1)
+        conv_rows(c->k, c->x, c->y, oh0, oh1);
+}
+
+void fwd_conv2d(const ntc_kargs *k)
+{
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t in_item = is->dims[1] * is->dims[2] * is->dims[3];
+    const int64_t out_item = os->dims[1] * os->dims[2] * os->dims[3], OH = os->dims[2];
+    /* With a team (a batch too small to split), each item's output rows
+     * are shared out; each thread unfolds and multiplies its own rows. */
+    int tasks = k->team ? ntc_pool_threads(k->team) : 1;
+    if (tasks > OH)
+        tasks = (int)OH;
     for (int b = 0; b < k->batch; b++) {
-        const float *x = k->in[0] + b * C * H * W;
-        float *y = k->out + b * F * P;
-        const float *cols = x;
-        if (!pointwise) {
-            im2col(&n->a, x, C, H, W, OH, OW, k->work);
-            cols = k->work;
-        }
-        float beta = 0.0f;
-        if (bias) {
-            for (int64_t f = 0; f < F; f++)
-                for (int64_t p = 0; p < P; p++)
-                    y[f * P + p] = bias[f];
-            beta = 1.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)F, (int)P, (int)K,
-                    1.0f, w, (int)K, cols, (int)P, beta, y, (int)P);
+        conv_item c = {k, k->in[0] + b * in_item, k->out + b * out_item, (OH + tasks - 1) / tasks};
+        if (tasks > 1)
+            ntc_pool_run(k->team, tasks, conv_task, &c);
+        else
+            conv_rows(k, c.x, c.y, 0, OH);
     }
 }

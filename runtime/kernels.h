@@ -29,6 +29,10 @@ typedef struct ntc_kargs {
     float *out;                      /* output, never aliasing an input */
     ntc_shape out_shape;
     float *work;                     /* scratch of work_<op>() floats, private to this call */
+    /* Threads this call may split its own work over (ntc_pool_run), when
+     * the batch is too small to split (batch 1 on two cores); NULL: run
+     * on the calling thread only.  Kernels that ignore it stay correct. */
+    struct ntc_pool *team;
 } ntc_kargs;
 
 /* Forward: writes k->out from k->in and k->par. */

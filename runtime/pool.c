@@ -107,6 +107,8 @@ void ntc_pool_run(ntc_pool *p, int ntasks, ntc_task_fn fn, void *ctx)
     pthread_mutex_unlock(&p->mu);
 }
 
+int ntc_pool_threads(const ntc_pool *p) { return p->threads; }
+
 void ntc_pool_free(ntc_pool *p)
 {
     if (!p)

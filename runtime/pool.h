@@ -13,8 +13,11 @@ typedef void (*ntc_task_fn)(void *ctx, int task);
  * NULL if threads cannot be started or memory runs out. */
 ntc_pool *ntc_pool_new(int threads);
 /* Runs fn(ctx, i) for i in [0, ntasks), ntasks <= threads, each on its own
- * thread, and waits for all of them.  Not reentrant. */
+ * thread, and waits for all of them.  Not reentrant, except that a run of
+ * one task happens inline without the workers, so that task may itself
+ * run the pool. */
 void ntc_pool_run(ntc_pool *p, int ntasks, ntc_task_fn fn, void *ctx);
+int ntc_pool_threads(const ntc_pool *p);
 void ntc_pool_free(ntc_pool *p);
 
 #endif

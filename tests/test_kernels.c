@@ -8,6 +8,7 @@
  * batch, and the result is compared element by element. */
 #include "testutil.h"
 #include "runtime/kernels.h"
+#include "runtime/pool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -83,8 +84,9 @@ static ntc_shape concrete(one o, int v, int batch)
     return s;
 }
 
-/* Calls the node's forward kernel on `batch` items; returns the output (malloc'ed). */
-static float *run(one o, float *const *in, int batch)
+/* Calls the node's forward kernel on `batch` items, letting it split its
+ * work over `team` (NULL: single-threaded); returns the output (malloc'ed). */
+static float *run_team(one o, float *const *in, int batch, ntc_pool *team)
 {
     const ntc_node *n = node(o);
     ntc_shape in_shape[8], item[8];
@@ -105,10 +107,13 @@ static float *run(one o, float *const *in, int batch)
     ntc_shape out1 = concrete(o, n->out, 1);
     int64_t w = ntc_kernels[n->op].work ? ntc_kernels[n->op].work(n, item, &out1) : 0;
     k.work = malloc(sizeof(float) * (size_t)(w + 1));
+    k.team = team;
     ntc_kernels[n->op].forward(&k);
     free(k.work);
     return k.out;
 }
+
+static float *run(one o, float *const *in, int batch) { return run_team(o, in, batch, NULL); }
 
 static const float *par(one o, int slot) { return o.g->values[node(o)->par[slot]].data; }
 
@@ -200,12 +205,19 @@ START_TEST(conv_vs_naive)
         const ntc_shape *os = &o.g->values[node(o)->out].shape;
         unsigned seed = 99 + (unsigned)i;
         float *x = randn((int64_t)t->batch * t->c * t->h * t->w, &seed);
-        float *y = run(o, &x, t->batch);
         double *want = naive_conv(t, x, par(o, 0), t->bias ? par(o, 1) : NULL, (int)os->dims[2], (int)os->dims[3]);
-        char what[32];
-        snprintf(what, sizeof what, "conv case %zu", i);
-        expect_close(y, want, t->batch * per_item(o, node(o)->out), what);
-        free(x), free(y), free(want);
+        /* Alone, and with each item's output rows split over 3 threads
+         * (uneven shares, more threads than rows in some cases). */
+        ntc_pool *team = ntc_pool_new(3);
+        for (int split = 0; split < 2; split++) {
+            float *y = run_team(o, &x, t->batch, split ? team : NULL);
+            char what[48];
+            snprintf(what, sizeof what, "conv case %zu%s", i, split ? " (rows split)" : "");
+            expect_close(y, want, t->batch * per_item(o, node(o)->out), what);
+            free(y);
+        }
+        ntc_pool_free(team);
+        free(x), free(want);
         ntc_graph_free(o.g);
     }
 }

@@ -17,13 +17,16 @@
  * whose lifetimes overlap never share bytes.  Graph outputs get their own
  * buffers.
  *
- * Threading model: ntc's own thread pool splits the batch.  With T
- * threads a batch is cut into T contiguous slices and each thread runs the
- * whole schedule on its slice, in its own arena, with no synchronisation
- * between nodes (one fork/join per run).  OpenBLAS is pinned to one thread
- * so it never competes with the pool: the GEMMs of a 28x28 ResNet are too
- * small for OpenBLAS's own threading to pay.  Each item's result does not
- * depend on the split, so runs are deterministic for a given batch.
+ * Threading model: ntc's own thread pool, and nothing else.  With T
+ * threads a batch of at least T items is cut into T contiguous slices and
+ * each thread runs the whole schedule on its slice, in its own arena, with
+ * no synchronisation between nodes (one fork/join per run).  A smaller
+ * batch (batch 1 on two cores) runs as one slice on the calling thread and
+ * each convolution splits its output rows over the pool instead (one
+ * fork/join per convolution).  OpenBLAS is pinned to one thread so it
+ * never competes with the pool: the GEMMs of a 28x28 ResNet are too small
+ * for OpenBLAS's own threading to pay.  Each item's result does not depend
+ * on the split, so runs are deterministic for a given batch and thread count.
  */
 #ifndef NTC_RUNTIME_H
 #define NTC_RUNTIME_H
