@@ -880,6 +880,28 @@ START_TEST(allocation_failures_do_not_leak)
 }
 END_TEST
 
+/* The example builds outside the tree with exactly the command a user
+ * types (here against the build tree's uninstalled ntc.pc, which
+ * pkg-config prefers when it is on the path), strict C11 and -Werror:
+ * ntc/pass.h needs nothing but what pkg-config gives. */
+START_TEST(example_builds_with_pkg_config)
+{
+    const char *bin = getenv("NTC_BIN");
+    ck_assert_ptr_nonnull(bin);
+    const char *dir = tu_tmpdir();
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && export PKG_CONFIG_PATH=%.*s/meson-uninstalled && "
+             "cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -o my_pass.so %s $(pkg-config --cflags ntc) 2>&1",
+             dir, (int)(strrchr(bin, '/') - bin), bin, tu_src("examples/passes/task_blocks.c"));
+    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
+    char *log = NULL;
+    ck_assert_int_eq(tu_ntc(&log, "opt --list-passes --load-pass %s/my_pass.so", dir), 0);
+    ck_assert_msg(strstr(log, "drop-small-task-blocks"), "%s", log);
+    free(log);
+}
+END_TEST
+
 /* ---- ntc opt ---------------------------------------------------------------------------- */
 
 START_TEST(cli_list_and_errors)
@@ -979,6 +1001,7 @@ int main(void)
     tcase_add_test(tc, example_plugin_drops_small_task_blocks);
     tcase_add_test(tc, example_plugin_profiles_blocks);
     tcase_add_test(tc, allocation_failures_do_not_leak);
+    tcase_add_test(tc, example_builds_with_pkg_config);
     tcase_add_test(tc, cli_list_and_errors);
     tcase_add_test(tc, cli_blames_broken_plugin);
     tcase_add_test(tc, cli_time_and_dump);
