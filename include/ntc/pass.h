@@ -53,13 +53,18 @@
  * - Removed nodes and values are only marked dead (n->dead, v->dead) and
  *   skipped by every reader; handles stay valid until ntc_graph_compact,
  *   which renumbers everything.  Call it last, if at all (dce does).
+ * - Adding values, nodes or blocks may move g->values, g->nodes and
+ *   g->blocks: take pointers into them again after an ntc_graph_add_*.
+ *   Names are unique (ntc_graph_add_node returns -1 for a taken one).
  * - A pass owns nothing of the graph's memory; parameter data it creates
  *   comes from ntc_param_data_alloc so the graph frees it.
  * - Errors: fill err (ntc_node_error gives the node's source location)
  *   and return -1.  Never print errors or exit.  Analysis passes print
  *   their reports to ntc_pass_out(ctx).
  *
- * The graph-editing API lives in ntc/ir.h: ntc_graph_add_node,
+ * The graph-editing API lives in ntc/ir.h.  Iterate g->nodes[0..n_nodes)
+ * and g->blocks[0..n_blocks) skipping dead entries; a node's block is
+ * n->block (-1 outside blocks).  Edit with ntc_graph_add_node,
  * ntc_node_add_param, ntc_graph_add_block, ntc_graph_replace_uses,
  * ntc_graph_count_uses, ntc_graph_remove_node, ntc_graph_compact,
  * ntc_graph_topo_order, ntc_graph_infer_shapes, ntc_node_macs,
