@@ -8,6 +8,7 @@
  * - A ResNet forward is deterministic: bitwise equal across runs, and equal
  *   to 1e-6 across batch splits and thread counts. */
 #include "testutil.h"
+#include "ntc/data.h"
 #include "ntc/frontends.h"
 #include "ntc/runtime.h"
 #include "runtime/kernels.h"
@@ -449,6 +450,141 @@ START_TEST(exec_errors)
 }
 END_TEST
 
+/* ---- the commands ------------------------------------------------------------------ */
+
+/* Writes a resnet20 with seed 3 to DIR/bb.xml; returns the graph read back. */
+static ntc_graph *write_backbone(const char *dir, char *xml, size_t len)
+{
+    snprintf(xml, len, "%s/bb.xml", dir);
+    char *out = NULL;
+    int rc = tu_ntc(&out, "new resnet --depth 20 --input 1x28x28 --classes 10 --seed 3 -o %s", xml);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    ntc_err err = {0};
+    ntc_graph *g = ntc_graph_read_xml(xml, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    return g;
+}
+
+static void write_npy(const char *path, ntc_dtype t, ntc_shape s, void *data)
+{
+    ntc_array a = {t, s, data};
+    ntc_err err = {0};
+    ck_assert_msg(ntc_npy_write(path, &a, &err) == 0, "%s", ntc_err_str(&err));
+}
+
+START_TEST(run_command)
+{
+    const char *dir = tu_tmpdir();
+    char xml[512], xpath[512], ypath[512], u8path[512];
+    ntc_graph *g = write_backbone(dir, xml, sizeof xml);
+    const int B = 5;
+    float *x = random_input(g, 0, B, 8);
+    snprintf(xpath, sizeof xpath, "%s/x.npy", dir);
+    snprintf(ypath, sizeof ypath, "%s/y.npy", dir);
+    write_npy(xpath, NTC_DT_F32, (ntc_shape){4, {B, 1, 28, 28}}, x);
+    /* Chunks of 2 (2 + 2 + 1) through the command equal one batch of 5 here. */
+    char *out = NULL;
+    int rc = tu_ntc(&out, "run %s --input image=%s -o %s --batch 2", xml, xpath, ypath);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    ntc_array y = {0};
+    ntc_err err = {0};
+    ck_assert_msg(ntc_npy_read(ypath, &y, &err) == 0, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(y.dtype, NTC_DT_F32);
+    ck_assert_int_eq(y.shape.rank, 2);
+    ck_assert_int_eq(y.shape.dims[0], B);
+    ck_assert_int_eq(y.shape.dims[1], 10);
+    ntc_exec *ex = ntc_exec_new(g, B, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(ntc_exec_run(ex, (const float *const *)&x, B, &err), 0);
+    expect_close(y.data, ntc_exec_output(ex, 0), 10 * B, 1e-6, "ntc run vs ntc_exec_run");
+    ntc_exec_free(ex);
+    ntc_array_free(&y);
+
+    /* Raw uint8 pixels are refused with the reason; so are wrong shapes,
+     * unknown inputs and missing options. */
+    snprintf(u8path, sizeof u8path, "%s/u8.npy", dir);
+    uint8_t pixels[2 * 28 * 28] = {0};
+    write_npy(u8path, NTC_DT_U8, (ntc_shape){4, {2, 1, 28, 28}}, pixels);
+    rc = tu_ntc(&out, "run %s --input %s -o %s", xml, u8path, ypath);
+    ck_assert_msg(rc != 0 && strstr(out, "must be float32") && strstr(out, "uint8"), "%s", out);
+    free(out);
+    write_npy(u8path, NTC_DT_F32, (ntc_shape){4, {1, 1, 28, 27}}, x);
+    rc = tu_ntc(&out, "run %s --input %s -o %s", xml, u8path, ypath);
+    ck_assert_msg(rc != 0 && strstr(out, "1,1,28,27") && strstr(out, "N,1,28,28"), "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "run %s --input nosuch=%s -o %s", xml, xpath, ypath);
+    ck_assert_msg(rc == 2 && strstr(out, "no input 'nosuch'"), "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "run %s --input %s", xml, xpath);
+    ck_assert_msg(rc == 2 && strstr(out, "no -o"), "%s", out);
+    free(out);
+    free(x);
+    ntc_graph_free(g);
+}
+END_TEST
+
+START_TEST(eval_command)
+{
+    const char *dir = tu_tmpdir();
+    char xml[512], ipath[512], lpath[512];
+    ntc_graph *g = write_backbone(dir, xml, sizeof xml);
+    /* 6 images with labels chosen so the expected accuracy and loss can be
+     * computed here from the executor's logits. */
+    const int n = 6;
+    uint8_t img[6 * 28 * 28];
+    unsigned seed = 2;
+    for (int i = 0; i < n * 28 * 28; i++)
+        img[i] = (uint8_t)(unit(&seed) * 255);
+    int32_t lab[6] = {0, 1, 2, 3, 4, 5};
+    snprintf(ipath, sizeof ipath, "%s/img.npy", dir);
+    snprintf(lpath, sizeof lpath, "%s/lab.npy", dir);
+    write_npy(ipath, NTC_DT_U8, (ntc_shape){4, {n, 1, 28, 28}}, img);
+    write_npy(lpath, NTC_DT_I32, (ntc_shape){1, {n}}, lab);
+    /* The command normalises with mean 0.5, std 0.25: x = (p/255 - 0.5) / 0.25. */
+    float *x = malloc(sizeof(float) * n * 28 * 28);
+    for (int i = 0; i < n * 28 * 28; i++)
+        x[i] = ((float)img[i] * (1.0f / 255) - 0.5f) / 0.25f;
+    ntc_err err = {0};
+    ntc_exec *ex = ntc_exec_new(g, n, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(ntc_exec_run(ex, (const float *const *)&x, n, &err), 0);
+    const float *z = ntc_exec_output(ex, 0);
+    int hits = 0;
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        double sum = 0;
+        for (int j = 0; j < 10; j++)
+            best = z[i * 10 + j] > z[i * 10 + best] ? j : best;
+        for (int j = 0; j < 10; j++)
+            sum += exp(z[i * 10 + j]);
+        hits += best == lab[i];
+        loss += log(sum) - z[i * 10 + lab[i]];
+    }
+    char want[64], *out = NULL;
+    snprintf(want, sizeof want, "accuracy %.2f%%  loss %.4f", 100.0 * hits / n, loss / n);
+    int rc = tu_ntc(&out, "eval %s --data %s,%s --batch 4 --mean 0.5 --std 0.25", xml, ipath, lpath);
+    ck_assert_msg(rc == 0 && strstr(out, want) && strstr(out, "6 images") && strstr(out, "images/s"),
+                  "want '%s' in:\n%s", want, out);
+    free(out);
+    /* --limit takes the first examples only. */
+    rc = tu_ntc(&out, "eval %s --data %s,%s --limit 3 --mean 0.5 --std 0.25", xml, ipath, lpath);
+    ck_assert_msg(rc == 0 && strstr(out, "3 images"), "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "eval %s --data %s,%s --mean 0.5", xml, ipath, lpath);
+    ck_assert_msg(rc == 2 && strstr(out, "--mean and --std go together"), "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "eval %s", xml);
+    ck_assert_msg(rc == 2 && strstr(out, "no --data"), "%s", out);
+    free(out);
+    ntc_exec_free(ex);
+    free(x);
+    ntc_graph_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("exec");
@@ -460,5 +596,10 @@ int main(void)
     tcase_add_test(tc, resnet_deterministic);
     tcase_add_test(tc, exec_errors);
     suite_add_tcase(s, tc);
+    TCase *cmd = tcase_create("commands");
+    tcase_set_timeout(cmd, 300);
+    tcase_add_test(cmd, run_command);
+    tcase_add_test(cmd, eval_command);
+    suite_add_tcase(s, cmd);
     return tu_run(s);
 }
