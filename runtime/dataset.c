@@ -19,12 +19,23 @@
  * their own: test and all give every example; default mean 0, std 1 (values
  * scaled to [0,1] for uint8, float data taken as is).
  *
+ *   glyphs         letters A..Z rendered from installed fonts (glyphs.c);
+ *                  train 5200, test 1560; 1x28x28.  glyphs-digits: 0..9.
+ *
  * The validation split is val_size examples held out of the training split,
  * stratified by class and chosen with a fixed seed, so it is the same for
  * every training seed and every run.
+ *
+ * Class subsets, "SOURCE:LIST" (e.g. "fashion-mnist:0,2,4,6"), keep the
+ * listed classes of SOURCE and number them 0..k-1 in the listed order.  A
+ * subset's test examples are exactly the source's test examples of those
+ * classes (the test part is chosen before the classes are); its
+ * validation split is drawn from the subset's own training examples.
  */
 #include "data_internal.h"
+#include "glyphs.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +50,22 @@
 #define SEED_TEST_SPLIT 0x7e57c0de5eedULL
 #define SEED_VAL_SPLIT 0x0a11da7a5eedULL
 
-static const char *const builtins[] = {"fashion-mnist", "digits", NULL};
+static const char *const builtins[] = {"fashion-mnist", "digits", "glyphs", "glyphs-digits",
+                                       "fashion-hard", NULL};
+
+/* Named class subsets: the hard task of the NetTailor demo is telling apart
+ * Fashion-MNIST's four upper-body garments. */
+static const struct {
+    const char *name, *spec;
+} aliases[] = {
+    {"fashion-hard", "fashion-mnist:0,2,4,6"},  /* T-shirt/top, Pullover, Coat, Shirt */
+};
+
+/* The classes a subset keeps, in the new label order; n == 0: all. */
+typedef struct {
+    int n;
+    int *cls;
+} class_subset;
 
 static const char *const fashion_classes[] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -242,19 +268,27 @@ static void keep_examples(ntc_dataset *ds, const bool *keep)
 /* Keeps the examples of o->split.  test_count > 0: the source has a fixed
  * test part of that size carved out of its one file (digits).  Otherwise
  * the examples loaded are already the right file (fashion-mnist's train or
- * t10k) or a user source, and test and all keep everything. */
+ * t10k) or a user source, and test and all keep everything.  With a class
+ * subset, only its classes' examples are kept (labels unchanged here); the
+ * test part is chosen first, over every class, so a subset's test examples
+ * are the source's. */
 static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_count,
-                        const char *where, ntc_err *err)
+                        const class_subset *sub, const char *where, ntc_err *err)
 {
     int64_t n = ds->n;
     bool *in_test = ntc_calloc((size_t)n + 1, 1), *in_val = ntc_calloc((size_t)n + 1, 1);
     bool *keep = ntc_calloc((size_t)n + 1, 1);
+    bool *in_sub = ntc_calloc((size_t)ds->n_classes + 1, 1);
     int64_t *pool = ntc_malloc(((size_t)n + 1) * sizeof(int64_t));
     int rc = -1;
-    if (!in_test || !in_val || !keep || !pool) {
+    if (!in_test || !in_val || !keep || !in_sub || !pool) {
         ntc_error(err, where, 0, "out of memory");
         goto out;
     }
+    for (int c = 0; c < ds->n_classes; c++)
+        in_sub[c] = sub->n == 0;
+    for (int k = 0; k < sub->n; k++)
+        in_sub[sub->cls[k]] = true;
     int64_t n_pool = 0;
     if (test_count > 0) {
         for (int64_t i = 0; i < n; i++)
@@ -265,7 +299,7 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
         }
     }
     for (int64_t i = 0; i < n; i++)
-        if (!in_test[i])
+        if (!in_test[i] && in_sub[ds->labels[i]])
             pool[n_pool++] = i;
     /* the validation size only matters to the splits it is carved from */
     bool from_train = o->split == NTC_SPLIT_TRAIN || o->split == NTC_SPLIT_VAL;
@@ -290,6 +324,7 @@ static int select_split(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_co
         case NTC_SPLIT_TEST: keep[i] = test_count > 0 ? in_test[i] : true; break;
         case NTC_SPLIT_ALL: keep[i] = true; break;
         }
+        keep[i] = keep[i] && in_sub[ds->labels[i]];
     }
     keep_examples(ds, keep);
     rc = 0;
@@ -297,8 +332,116 @@ out:
     ntc_free(in_test);
     ntc_free(in_val);
     ntc_free(keep);
+    ntc_free(in_sub);
     ntc_free(pool);
     return rc;
+}
+
+/* ---- class subsets ----------------------------------------------------------- */
+
+/* Splits "SOURCE:LIST" into an ntc_malloc'ed *base and *sub.  Returns 1 for
+ * a subset, 0 when spec is not one (no ':', or text after the last ':' that
+ * is not a list of numbers: a path), -1 on a malformed list. */
+static int parse_subset(const char *spec, char **base, class_subset *sub, ntc_err *err)
+{
+    const char *colon = strrchr(spec, ':');
+    if (!colon)
+        return 0;
+    for (const char *p = colon + 1; *p; p++)
+        if (!isdigit((unsigned char)*p) && !strchr(", -", *p))
+            return 0;
+    const char *list = colon + 1;
+    if (colon == spec)
+        return ntc_error(err, NULL, 0, "data '%s': no source before ':'", spec);
+    int cap = 0;
+    for (const char *p = list; *p;) {
+        while (*p == ' ')
+            p++;
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 1000000) {
+            ntc_error(err, NULL, 0, "data '%s': bad class list '%s' (expected class indices "
+                      "like 0,2,4)", spec, list);
+            goto fail;
+        }
+        for (int k = 0; k < sub->n; k++)
+            if (sub->cls[k] == (int)v) {
+                ntc_error(err, NULL, 0, "data '%s': class %ld is listed twice", spec, v);
+                goto fail;
+            }
+        if (ntc_grow((void **)&sub->cls, &cap, sub->n + 1, sizeof(int))) {
+            ntc_error(err, NULL, 0, "out of memory");
+            goto fail;
+        }
+        sub->cls[sub->n++] = (int)v;
+        p = end;
+        while (*p == ' ')
+            p++;
+        if (*p == ',' && p[1] && p[1] != ',')
+            p++;
+        else if (*p) {
+            ntc_error(err, NULL, 0, "data '%s': bad class list '%s' (expected class indices "
+                      "like 0,2,4)", spec, list);
+            goto fail;
+        }
+    }
+    if (sub->n == 0)
+        return ntc_error(err, NULL, 0, "data '%s': empty class list after ':' (expected class "
+                         "indices like 0,2,4)", spec);
+    *base = ntc_malloc((size_t)(colon - spec) + 1);
+    if (!*base) {
+        ntc_error(err, NULL, 0, "out of memory");
+        goto fail;
+    }
+    memcpy(*base, spec, (size_t)(colon - spec));
+    (*base)[colon - spec] = 0;
+    return 1;
+fail:
+    ntc_free(sub->cls);
+    *sub = (class_subset){0};
+    return -1;
+}
+
+static int check_subset(const ntc_dataset *ds, const class_subset *sub, const char *where,
+                        ntc_err *err)
+{
+    for (int k = 0; k < sub->n; k++)
+        if (sub->cls[k] >= ds->n_classes)
+            return ntc_error(err, where, 0, "class %d of the subset is out of range: %s has %d "
+                             "classes (0..%d)", sub->cls[k], ds->name, ds->n_classes,
+                             ds->n_classes - 1);
+    return 0;
+}
+
+/* Numbers the subset's classes 0..k-1 in its order (the examples of other
+ * classes are gone already); class names follow their classes. */
+static int relabel_subset(ntc_dataset *ds, const class_subset *sub, const char *where, ntc_err *err)
+{
+    if (sub->n == 0)
+        return 0;
+    int *new_label = ntc_malloc((size_t)ds->n_classes * sizeof(int));
+    char **names = ntc_calloc((size_t)sub->n, sizeof(char *));
+    if (!new_label || !names) {
+        ntc_free(new_label);
+        ntc_free(names);
+        return ntc_error(err, where, 0, "out of memory");
+    }
+    for (int c = 0; c < ds->n_classes; c++)
+        new_label[c] = -1;
+    for (int k = 0; k < sub->n; k++) {
+        new_label[sub->cls[k]] = k;
+        names[k] = ds->class_names[sub->cls[k]];
+        ds->class_names[sub->cls[k]] = NULL;
+    }
+    for (int64_t i = 0; i < ds->n; i++)
+        ds->labels[i] = new_label[ds->labels[i]];
+    for (int c = 0; c < ds->n_classes; c++)
+        ntc_free(ds->class_names[c]);
+    ntc_free(ds->class_names);
+    ntc_free(new_label);
+    ds->class_names = names;
+    ds->n_classes = sub->n;
+    return 0;
 }
 
 /* Converts the images to o's [C,H,W] when they differ (allowed when
@@ -369,15 +512,18 @@ static int set_norm(ntc_dataset *ds, const ntc_data_opts *o, const char *where, 
     return 0;
 }
 
-/* Steps 1-4 of the file comment; frees ds on error. */
-static ntc_dataset *finish(ntc_dataset *ds, const ntc_data_opts *o, int64_t test_count,
-                           bool user, bool always_resize, const char *where, ntc_err *err)
+/* Steps 1-4 of the file comment (and the class subset); frees ds on error. */
+static ntc_dataset *finish(ntc_dataset *ds, const ntc_data_opts *o, const class_subset *sub,
+                           int64_t test_count, bool user, bool always_resize, const char *where,
+                           ntc_err *err)
 {
     if (!ds)
         return NULL;
     if (check_labels(ds, where, user, err) ||
         (!ds->class_names && set_class_names(ds, NULL, err)) ||
-        select_split(ds, o, test_count, where, err) ||
+        check_subset(ds, sub, where, err) ||
+        select_split(ds, o, test_count, sub, where, err) ||
+        relabel_subset(ds, sub, where, err) ||
         conform(ds, o, always_resize, where, err) ||
         set_norm(ds, o, where, err))
         goto fail;
@@ -469,7 +615,8 @@ static int read_any(const char *path, ntc_array *a, ntc_err *err)
 }
 
 /* "IMAGES,LABELS": .npy files by extension, IDX (gzipped or not) otherwise. */
-static ntc_dataset *load_pair(const char *spec, const ntc_data_opts *o, ntc_err *err)
+static ntc_dataset *load_pair(const char *spec, const ntc_data_opts *o, const class_subset *sub,
+                              ntc_err *err)
 {
     char *im_path = ntc_strdup(spec);
     if (!im_path) {
@@ -495,12 +642,12 @@ static ntc_dataset *load_pair(const char *spec, const ntc_data_opts *o, ntc_err 
     }
     ntc_array_free(&im);
     ntc_array_free(&lb);
-    ds = finish(ds, o, 0, true, false, im_path, err);
+    ds = finish(ds, o, sub, 0, true, false, im_path, err);
     ntc_free(im_path);
     return ds;
 }
 
-static ntc_dataset *load_fashion(const ntc_data_opts *o, ntc_err *err)
+static ntc_dataset *load_fashion(const ntc_data_opts *o, const class_subset *sub, ntc_err *err)
 {
     if (o->split == NTC_SPLIT_ALL) {
         ntc_error(err, NULL, 0, "fashion-mnist has separate train and test files: "
@@ -533,7 +680,7 @@ static ntc_dataset *load_fashion(const ntc_data_opts *o, ntc_err *err)
     }
     ntc_array_free(&im);
     ntc_array_free(&lb);
-    return finish(ds, o, 0, false, false, im_path, err);
+    return finish(ds, o, sub, 0, false, false, im_path, err);
 }
 
 /* One CSV row: 64 pixel values 0..16 and a label 0..9. */
@@ -558,7 +705,7 @@ static int parse_digits_row(char *line, uint8_t *pix, int32_t *label)
     return *s ? -1 : 0;
 }
 
-static ntc_dataset *load_digits(const ntc_data_opts *o, ntc_err *err)
+static ntc_dataset *load_digits(const ntc_data_opts *o, const class_subset *sub, ntc_err *err)
 {
     gzFile f = gzopen(DIGITS_CSV, "rb");
     if (!f) {
@@ -607,7 +754,7 @@ static ntc_dataset *load_digits(const ntc_data_opts *o, ntc_err *err)
         ntc_dataset_free(ds);
         return NULL;
     }
-    return finish(ds, o, DIGITS_TEST, false, true, DIGITS_CSV, err);
+    return finish(ds, o, sub, DIGITS_TEST, false, true, DIGITS_CSV, err);
 fail:
     gzclose(f);
     ntc_dataset_free(ds);
@@ -635,27 +782,71 @@ ntc_dataset *ntc_dataset_from_arrays(const char *name, const ntc_array *images,
         ntc_dataset_free(ds);
         return NULL;
     }
-    return finish(ds, o, 0, true, false, name, err);
+    const class_subset all = {0};
+    return finish(ds, o, &all, 0, true, false, name, err);
+}
+
+/* Opens o->source, which is not an alias; sub selects classes (n 0: all). */
+static ntc_dataset *open_source(const ntc_data_opts *o, const class_subset *sub, ntc_err *err)
+{
+    const char *src = o->source;
+    if (!strcmp(src, "fashion-mnist"))
+        return load_fashion(o, sub, err);
+    if (!strcmp(src, "digits"))
+        return load_digits(o, sub, err);
+    if (!strcmp(src, "glyphs") || !strcmp(src, "glyphs-digits"))
+        return finish(ntc__glyphs_load(!strcmp(src, "glyphs-digits"), o, err), o, sub, 0, false,
+                      false, src, err);
+    if (strchr(src, ','))
+        return load_pair(src, o, sub, err);
+    struct stat st;
+    if (stat(src, &st) == 0 && S_ISDIR(st.st_mode))
+        return finish(ntc__png_folder_load(src, o, err), o, sub, 0, true, true, src, err);
+    ntc_error(err, NULL, 0, "unknown data source '%s': expected fashion-mnist, digits, glyphs, "
+              "glyphs-digits, fashion-hard, a directory with one subdirectory of PNG images per "
+              "class, or IMAGES,LABELS (.npy or IDX files), optionally followed by :CLASSES "
+              "(e.g. fashion-mnist:0,2,4,6)", src);
+    return NULL;
+}
+
+/* Names a subset's dataset after what the user asked for ("fashion-hard/test"). */
+static int rename_dataset(ntc_dataset *ds, const char *spec, ntc_split split, ntc_err *err)
+{
+    char *name = ntc_malloc(strlen(spec) + 8);
+    if (!name)
+        return ntc_error(err, NULL, 0, "out of memory");
+    sprintf(name, "%s/%s", spec, ntc_split_name(split));
+    ntc_free(ds->name);
+    ds->name = name;
+    return 0;
 }
 
 ntc_dataset *ntc_dataset_open(const ntc_data_opts *o, ntc_err *err)
 {
-    const char *src = o->source;
-    if (!src || !*src) {
+    const char *spec = o->source;
+    if (!spec || !*spec) {
         ntc_error(err, NULL, 0, "no data source given");
         return NULL;
     }
-    if (!strcmp(src, "fashion-mnist"))
-        return load_fashion(o, err);
-    if (!strcmp(src, "digits"))
-        return load_digits(o, err);
-    if (strchr(src, ','))
-        return load_pair(src, o, err);
-    struct stat st;
-    if (stat(src, &st) == 0 && S_ISDIR(st.st_mode))
-        return finish(ntc__png_folder_load(src, o, err), o, 0, true, true, src, err);
-    ntc_error(err, NULL, 0, "unknown data source '%s': expected fashion-mnist, digits, a directory "
-              "with one subdirectory of PNG images per class, or IMAGES,LABELS (.npy or IDX files)",
-              src);
-    return NULL;
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (!strcmp(spec, aliases[i].name))
+            spec = aliases[i].spec;
+    char *base = NULL;
+    class_subset sub = {0};
+    int is_subset = parse_subset(spec, &base, &sub, err);
+    if (is_subset < 0)
+        return NULL;
+    ntc_data_opts base_opts = *o;
+    if (is_subset)
+        base_opts.source = base;
+    else
+        base_opts.source = spec;
+    ntc_dataset *ds = open_source(&base_opts, &sub, err);
+    if (ds && is_subset && rename_dataset(ds, o->source, o->split, err)) {
+        ntc_dataset_free(ds);
+        ds = NULL;
+    }
+    ntc_free(base);
+    ntc_free(sub.cls);
+    return ds;
 }
