@@ -25,13 +25,48 @@ typedef struct {
     int64_t C, H, W, F, OH, OW;
     int KH, KW, SH, SW, DH, DW, PT, PL;
     int64_t PHs, PWs, plane, n_phases;  /* phase plane rows, columns, size */
-    int64_t P, Pv, P_pad;               /* computed positions: OH*PWs, vectors, padded */
+    int64_t P, Pv;                      /* positions OH*PWs, in vectors */
+    int64_t P_comp;                     /* positions computed: whole tiles */
     int64_t phases_floats;              /* packed input + read slack */
     bool direct;                        /* tiles are stored straight into the output */
     int FB, XB;                         /* tile: filters x vectors */
 } conv_geom;
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Cycles per input channel and tap of an nf x nx tile: FMAs (two per
+ * cycle), FMA latency (4 cycles, so at least 8 accumulators keep both
+ * pipes busy), loads (vectors and broadcast weights, two per cycle) and
+ * instruction issue (about five per cycle). */
+static double tile_cycles(int nf, int nx)
+{
+    double c = nf * nx / 2.0, loads = (nf + nx) / 2.0, issue = (nf * nx + nf + nx + 2) / 5.0;
+    c = c > 4.0 ? c : 4.0;
+    c = c > loads ? c : loads;
+    return c > issue ? c : issue;
+}
+
+/* Picks the tile (FB filters x XB vectors) with the least estimated time
+ * for the whole plane, counting the positions wasted by rounding P up to
+ * whole tiles and the filter tail (a second, smaller tile: 3% extra for
+ * the code it adds); ties go to the larger tile.  The budget leaves room
+ * for the XB input vectors and a broadcast weight: 32 vector registers
+ * with AVX-512, 16 otherwise. */
+static void choose_tile(conv_geom *g, int vw)
+{
+    int budget = vw >= 16 ? 24 : 12, max_xb = vw >= 16 ? 4 : 3;
+    double best = -1;
+    for (int xb = 1; xb <= max_xb && xb <= g->Pv; xb++)
+        for (int fb = 1; fb <= 16 && fb <= g->F && fb * xb <= budget; fb++) {
+            int64_t rest = g->F % fb;
+            double t = (double)ceil_div(g->Pv, xb) *
+                       ((double)(g->F / fb) * tile_cycles(fb, xb) + (rest ? tile_cycles((int)rest, xb) : 0));
+            if (rest)
+                t *= 1.03;
+            if (best < 0 || t < best - 1e-9 || (t < best + 1e-9 && fb * xb > g->FB * g->XB))
+                best = t, g->FB = fb, g->XB = xb;
+        }
+}
 
 static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
 {
@@ -47,24 +82,14 @@ static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const 
     g.n_phases = (int64_t)g.SH * g.SW;
     g.P = g.OH * g.PWs;
     g.Pv = ceil_div(g.P, vw);
-    g.P_pad = g.Pv * vw;
+    choose_tile(&g, vw);
+    g.P_comp = ceil_div(g.Pv, g.XB) * g.XB * vw;
     /* Reads run past a plane's end by at most the largest column shift
-     * plus one vector (see the header comment); the last plane needs it. */
+     * plus what the last tile computes beyond P (see the header comment);
+     * the last plane needs that much slack. */
     int64_t max_qx = (int64_t)(g.KW - 1) * g.DW / g.SW;
-    g.phases_floats = g.n_phases * g.C * g.plane + max_qx + vw;
-    g.direct = g.PWs == g.OW && g.P_pad == g.P;
-    /* Register budget: 32 vector registers with AVX-512 (16 otherwise),
-     * minus the XB loaded input vectors and a broadcast weight. */
-    /* The largest tile that fits, preferring filter blocks that divide F
-     * (one tile variant less to compile) and then wider p blocks. */
-    int budget = vw >= 16 ? 24 : 12, max_xb = vw >= 16 ? 4 : 3;
-    int best = -1;
-    for (int xb = 1; xb <= max_xb && xb <= g.Pv; xb++)
-        for (int fb = 1; fb <= 16 && fb <= g.F && fb * xb <= budget; fb++) {
-            int score = fb * xb * 4 + (g.F % fb == 0 ? 2 * budget * 4 : 0) + xb;
-            if (score > best)
-                best = score, g.FB = fb, g.XB = xb;
-        }
+    g.phases_floats = g.n_phases * g.C * g.plane + max_qx + (g.P_comp - g.P) + vw;
+    g.direct = g.PWs == g.OW && g.P_comp == g.P;
     return g;
 }
 
@@ -72,38 +97,65 @@ int64_t cg_scratch_conv2d(const cg *c, const ntc_node *n, const ntc_shape *in, c
 {
     conv_geom g = geometry(c->vw, n, in, out);
     /* The tile scratch starts on a 16-float boundary after the phases. */
-    return ceil_div(g.phases_floats, 16) * 16 + (g.direct ? 0 : g.F * g.P_pad);
+    return ceil_div(g.phases_floats, 16) * 16 + (g.direct ? 0 : g.F * g.P_comp);
 }
 
-/* phases[((py*SW + px)*C + c)*plane + y*PWs + x] = padded input, or 0. */
+/* dst[lo..hi) = 0 */
+static void emit_zero(cg *c, LLVMValueRef dst, int64_t lo, int64_t hi)
+{
+    if (lo >= hi)
+        return;
+    cg_loop i = cg_for(c, cg_i64(c, lo), cg_i64(c, hi), 1, "z");
+    cg_store(c, cg_f32(c, 0), dst, i.iv);
+    cg_end(c, &i);
+}
+
+/* Range [lo, hi) of phase coordinates t in [0, n) whose input coordinate
+ * t*s + phase - pad falls inside [0, size). */
+static void inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, int64_t *lo, int64_t *hi)
+{
+    *lo = ceil_div(pad - phase > 0 ? pad - phase : 0, s);
+    *hi = ceil_div(size + pad - phase > 0 ? size + pad - phase : 0, s);
+    if (*hi > n)
+        *hi = n;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+/* phases[((py*SW + px)*C + c)*plane + y*PWs + x] = padded input, or 0.
+ * The phases are unrolled, so the rows and columns that hold input are
+ * constant ranges: the copy has no per-element test and vectorises. */
 static void emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
 {
-    cg_loop py = cg_for(c, cg_i64(c, 0), cg_i64(c, g->SH), 1, "py");
-    cg_loop px = cg_for(c, cg_i64(c, 0), cg_i64(c, g->SW), 1, "px");
-    LLVMValueRef phase = cg_add(c, cg_mul(c, py.iv, cg_i64(c, g->SW)), px.iv);
-    cg_loop ch = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C), 1, "c");
-    LLVMValueRef dst = cg_gep(c, phases, cg_mul(c, cg_add(c, cg_mul(c, phase, cg_i64(c, g->C)), ch.iv),
-                                               cg_i64(c, g->plane)));
-    LLVMValueRef src = cg_gep(c, in, cg_mul(c, ch.iv, cg_i64(c, g->H * g->W)));
-    cg_loop y = cg_for(c, cg_i64(c, 0), cg_i64(c, g->PHs), 1, "y");
-    LLVMValueRef iy = LLVMBuildNSWSub(c->b, cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->SH)), py.iv),
-                                      cg_i64(c, g->PT), "");
-    LLVMValueRef row_ok = LLVMBuildICmp(c->b, LLVMIntULT, iy, cg_i64(c, g->H), "");
-    LLVMValueRef iy_safe = LLVMBuildSelect(c->b, row_ok, iy, cg_i64(c, 0), "");
-    cg_loop x = cg_for(c, cg_i64(c, 0), cg_i64(c, g->PWs), 1, "x");
-    LLVMValueRef ix = LLVMBuildNSWSub(c->b, cg_add(c, cg_mul(c, x.iv, cg_i64(c, g->SW)), px.iv),
-                                      cg_i64(c, g->PL), "");
-    LLVMValueRef ok = LLVMBuildAnd(c->b, row_ok, LLVMBuildICmp(c->b, LLVMIntULT, ix, cg_i64(c, g->W), ""), "");
-    LLVMValueRef ix_safe = LLVMBuildSelect(c->b, ok, ix, cg_i64(c, 0), "");
-    /* Clamped address, then select: no branch, no out-of-bounds read. */
-    LLVMValueRef v = cg_load(c, src, cg_add(c, cg_mul(c, iy_safe, cg_i64(c, g->W)), ix_safe));
-    cg_store(c, LLVMBuildSelect(c->b, ok, v, cg_f32(c, 0), ""), dst,
-             cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->PWs)), x.iv));
-    cg_end(c, &x);
-    cg_end(c, &y);
-    cg_end(c, &ch);
-    cg_end(c, &px);
-    cg_end(c, &py);
+    for (int py = 0; py < g->SH; py++)
+        for (int px = 0; px < g->SW; px++) {
+            int64_t y_lo, y_hi, x_lo, x_hi;
+            inside(g->PHs, g->SH, py, g->PT, g->H, &y_lo, &y_hi);
+            inside(g->PWs, g->SW, px, g->PL, g->W, &x_lo, &x_hi);
+            int64_t phase = (int64_t)py * g->SW + px;
+            cg_loop ch = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C), 1, "c");
+            LLVMValueRef dst = cg_gep(c, phases, cg_mul(c, cg_add(c, cg_i64(c, phase * g->C), ch.iv), cg_i64(c, g->plane)));
+            LLVMValueRef src = cg_gep(c, in, cg_mul(c, ch.iv, cg_i64(c, g->H * g->W)));
+            emit_zero(c, dst, 0, y_lo * g->PWs);
+            if (y_lo < y_hi) {
+                cg_loop y = cg_for(c, cg_i64(c, y_lo), cg_i64(c, y_hi), 1, "y");
+                LLVMValueRef row = cg_gep(c, dst, cg_mul(c, y.iv, cg_i64(c, g->PWs)));
+                /* input row iy = y*SH + py - PT, column ix = x*SW + px - PL */
+                LLVMValueRef in_row = cg_gep(c, src, cg_mul(c, cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->SH)),
+                                                                      cg_i64(c, py - g->PT)), cg_i64(c, g->W)));
+                emit_zero(c, row, 0, x_lo);
+                if (x_lo < x_hi) {
+                    cg_loop x = cg_for(c, cg_i64(c, x_lo), cg_i64(c, x_hi), 1, "x");
+                    LLVMValueRef ix = cg_add(c, cg_mul(c, x.iv, cg_i64(c, g->SW)), cg_i64(c, px - g->PL));
+                    cg_store(c, cg_load(c, in_row, ix), row, x.iv);
+                    cg_end(c, &x);
+                }
+                emit_zero(c, row, x_hi, g->PWs);
+                cg_end(c, &y);
+            }
+            emit_zero(c, dst, y_hi * g->PWs, g->plane);
+            cg_end(c, &ch);
+        }
 }
 
 /* One tile: filters f0..f0+nf-1, vectors p0.. p0+nx*vw-1 of the plane. */
@@ -150,20 +202,14 @@ static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef
     }
 }
 
-/* All p tiles of filters f0..f0+nf-1: full XB-wide tiles in a loop, then
- * the remaining vectors. */
+/* All p tiles of filters f0..f0+nf-1. */
 static void emit_filter_block(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases,
                               LLVMValueRef dst, int64_t dst_stride, LLVMValueRef f0, int nf)
 {
-    int64_t tile = (int64_t)g->XB * c->vw, full = g->Pv / g->XB * tile;
-    if (full > 0) {
-        cg_loop p = cg_for(c, cg_i64(c, 0), cg_i64(c, full), tile, "p");
-        emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, p.iv, g->XB);
-        cg_end(c, &p);
-    }
-    int rest = (int)(g->Pv % g->XB);
-    if (rest)
-        emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, cg_i64(c, full), rest);
+    int64_t tile = (int64_t)g->XB * c->vw;
+    cg_loop p = cg_for(c, cg_i64(c, 0), cg_i64(c, g->P_comp), tile, "p");
+    emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, p.iv, g->XB);
+    cg_end(c, &p);
 }
 
 int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
@@ -172,7 +218,7 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
     conv_geom g = geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
     LLVMValueRef phases = nd->scratch;
     LLVMValueRef tiles = g.direct ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g.phases_floats, 16) * 16));
-    int64_t stride = g.direct ? g.OH * g.OW : g.P_pad;
+    int64_t stride = g.direct ? g.OH * g.OW : g.P_comp;
 
     emit_pack(c, &g, nd->in[0], phases);
 
@@ -186,7 +232,7 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
     if (!g.direct) {
         cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
         cg_loop oy = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OH), 1, "oy");
-        LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.P_pad)), cg_mul(c, oy.iv, cg_i64(c, g.PWs)));
+        LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.P_comp)), cg_mul(c, oy.iv, cg_i64(c, g.PWs)));
         LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
         cg_loop ox = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OW), 1, "ox");
         cg_store(c, cg_load(c, tiles, cg_add(c, src, ox.iv)), nd->out, cg_add(c, dst, ox.iv));
