@@ -36,6 +36,7 @@ int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out
     X(prune, "NetTailor: remove low-alpha blocks from a trained student") \
     X(run, "run a graph forward on .npy inputs and write its outputs") \
     X(eval, "accuracy, loss and throughput of a classifier on a dataset") \
+    X(train, "train a graph with SGD: checkpoints, resume, NetTailor distillation") \
     X(compile, "compile a graph to a shared object + C header (LLVM, host CPU)")
 
 #define X(name, doc) int cmd_##name(int argc, char **argv);
