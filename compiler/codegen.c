@@ -82,8 +82,20 @@ static LLVMTargetMachineRef host_machine(char **features_out, ntc_err *err)
     return tm;
 }
 
-/* Floats per vector register: 16 with AVX-512, 8 with AVX, else 4. */
+static int host_vector_width(const char *features);
+
+/* Floats per vector register: 16 with AVX-512, 8 with AVX, else 4.
+ * NTC_JIT_VECTOR_WIDTH=4|8|16 narrows it (tests run the narrower code
+ * shapes on a wide machine; a width wider than the host's is ignored). */
 static int vector_width(const char *features)
+{
+    int host = host_vector_width(features);
+    const char *force = getenv("NTC_JIT_VECTOR_WIDTH");
+    int w = force ? atoi(force) : 0;
+    return (w == 4 || w == 8 || w == 16) && w <= host ? w : host;
+}
+
+static int host_vector_width(const char *features)
 {
     if (strstr(features, "+avx512f"))
         return 16;

@@ -333,6 +333,28 @@ START_TEST(conv_random)
 }
 END_TEST
 
+/* The same for the code shapes of narrower vector units (AVX2: 8 floats
+ * and 16 registers; SSE: 4). */
+START_TEST(conv_narrow_vectors)
+{
+    setenv("NTC_JIT_VECTOR_WIDTH", _i ? "4" : "8", 1);
+    unsigned st = 777u + (unsigned)_i;
+    for (int t = 0; t < 4; t++) {
+        int C = rnd(&st, 1, 9), F = rnd(&st, 1, 19), H = rnd(&st, 5, 15), W = rnd(&st, 5, 15);
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, F, rnd(&st, 1, 3) * 2 - 1, rnd(&st, 1, 2), rnd(&st, 0, 1), t % 2);
+        ntc_graph_add_output(g, "y", out_of(g, c));
+        fill_params(g, st);
+        check_graph(g, 2, _i ? "conv, 4-float vectors" : "conv, 8-float vectors");
+        ntc_graph_free(g);
+    }
+    unsetenv("NTC_JIT_VECTOR_WIDTH");
+}
+END_TEST
+
 /* The shapes of a 28x28 ResNet: 3x3 stride 1 and 2, 1x1 shortcuts. */
 START_TEST(conv_resnet_shapes)
 {
@@ -766,6 +788,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, conv_random, 0, 4);
     tcase_add_test(tc, conv_resnet_shapes);
+    tcase_add_loop_test(tc, conv_narrow_vectors, 0, 2);
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);

@@ -18,6 +18,9 @@
  * from a pointer table, so compiled tasks can share one mapped copy of the
  * universal weights.  Batch items are spread over all online CPUs.
  *
+ * Environment: NTC_JIT_VECTOR_WIDTH=4|8 generates code for narrower
+ * vectors than the host has (tests use it to cover AVX2/SSE code shapes).
+ *
  * Semantics are the interpreter's (ntc/runtime.h), which follows ONNX op
  * by op; batchnorm uses running statistics, mix uses softmax(alpha).  The
  * graph needs exactly one input and one output, both with the symbolic
