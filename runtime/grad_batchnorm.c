@@ -15,6 +15,28 @@
 
 #include <math.h>
 
+/* sum a[i] and sum a[i] * (b[i] - shift) over n elements, in double.
+ * Four independent accumulator pairs, so each add does not wait for the
+ * previous one (a single chain of double adds runs at one element per add
+ * latency, the bottleneck of these passes). */
+static void pair_sums(const float *a, const float *b, float shift, int64_t n, double *sum_a,
+                      double *sum_ab)
+{
+    double s[4] = {0}, t[4] = {0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++) {
+            s[l] += a[i + l];
+            t[l] += (double)a[i + l] * (b[i + l] - shift);
+        }
+    for (; i < n; i++) {
+        s[0] += a[i];
+        t[0] += (double)a[i] * (b[i] - shift);
+    }
+    *sum_a = (s[0] + s[1]) + (s[2] + s[3]);
+    *sum_ab = (t[0] + t[1]) + (t[2] + t[3]);
+}
+
 void bwd_batchnorm(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
                    float *const grad_par[NTC_MAX_PARAMS])
 {
@@ -37,11 +59,8 @@ void bwd_batchnorm(const ntc_kargs *k, const float *grad_out, float *const *grad
                     d[i] += a * g[i];
             }
             if (any_par) {
-                double sg = 0.0, sgx = 0.0;      /* sum g, sum g * (x - mean) */
-                for (int64_t i = 0; i < inner; i++) {
-                    sg += g[i];
-                    sgx += (double)g[i] * (x[i] - m);
-                }
+                double sg, sgx;                  /* sum g, sum g * (x - mean) */
+                pair_sums(g, x, m, inner, &sg, &sgx);
                 if (dpar[0])
                     dpar[0][c] += (float)(sgx * inv);
                 if (dpar[1])
@@ -65,11 +84,8 @@ void bn_train_stats(const ntc_kargs *k, double *sum, double *sumsq)
         for (int64_t c = 0; c < C; c++) {
             const int64_t at = (b * C + c) * inner;
             const float *x = k->in[0] + at;
-            double s = 0.0, q = 0.0;
-            for (int64_t i = 0; i < inner; i++) {
-                s += x[i];
-                q += (double)x[i] * x[i];
-            }
+            double s, q;
+            pair_sums(x, x, 0.0f, inner, &s, &q);
             sum[c] += s;
             sumsq[c] += q;
         }
@@ -120,11 +136,8 @@ void bn_train_grad_stats(const ntc_kargs *k, const float *grad_out, const float 
             const int64_t at = (b * C + c) * inner;
             const float *x = k->in[0] + at, *g = grad_out + at;
             const float mc = mean[c];
-            double sg = 0.0, sgx = 0.0;
-            for (int64_t i = 0; i < inner; i++) {
-                sg += g[i];
-                sgx += (double)g[i] * (x[i] - mc);
-            }
+            double sg, sgx;
+            pair_sums(g, x, mc, inner, &sg, &sgx);
             sum_dy[c] += sg;
             sum_dy_xhat[c] += sgx * invstd[c];
         }
