@@ -5,8 +5,9 @@
  *   ntc_array     a dense C-order array (float32, uint8, int32 or int64)
  *                 read from / written to .npy, or read from IDX files.
  *   ntc_dataset   labelled images ready for a graph: a source ("fashion-mnist",
- *                 "digits", a folder of PNGs per class, a pair of .npy or IDX
- *                 files) conformed to the graph's input shape [C,H,W], with a
+ *                 "digits", "glyphs", a folder of PNGs per class, a pair of
+ *                 .npy or IDX files, or a class subset "SOURCE:0,2,4")
+ *                 conformed to the graph's input shape [C,H,W], with a
  *                 split (train / val / test / all) and a normalisation.
  *   ntc_batcher   an epoch-by-epoch iterator over a dataset that writes
  *                 normalised float32 NCHW mini-batches into caller buffers,
@@ -107,8 +108,12 @@ int ntc_split_parse(const char *s, ntc_split *out, ntc_err *err);
 #define NTC_DATA_MAX_CH 4
 
 typedef struct {
-    /* "fashion-mnist", "digits", a directory of class subdirectories of
-     * PNGs, or "IMAGES,LABELS" (two .npy files, or two IDX files). */
+    /* "fashion-mnist", "digits", "glyphs" (letters rendered from installed
+     * fonts), "glyphs-digits", a directory of class subdirectories of PNGs,
+     * or "IMAGES,LABELS" (two .npy files, or two IDX files); any of them
+     * followed by ":LIST" keeps only the classes LIST (indices, e.g.
+     * "fashion-mnist:0,2,4,6"), numbered 0..k-1 in that order.
+     * "fashion-hard" is "fashion-mnist:0,2,4,6".  See docs/data.md. */
     const char *source;
     ntc_split split;
     /* The graph's input [C,H,W]; 0 means "whatever the data has". */
