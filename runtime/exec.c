@@ -15,6 +15,7 @@
 #include "pool.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -111,6 +112,9 @@ static int check_graph(ntc_exec *x, ntc_err *err)
         const ntc_value *out = &g->values[n->out];
         if (out->shape.dims[0] != NTC_BATCH)
             return ntc_error(err, g->path, n->line, "node '%s': output has no batch dimension first", n->name);
+        /* BLAS takes int dimensions: one item's tensors must fit. */
+        if (ntc_shape_numel(&out->shape) > INT_MAX / 16)
+            return ntc_error(err, g->path, n->line, "node '%s': output too large for the interpreter", n->name);
         if (n->n_in > x->max_in)
             x->max_in = n->n_in;
         if (ntc_kernels[n->op].work) {
