@@ -821,21 +821,60 @@ static int rename_dataset(ntc_dataset *ds, const char *spec, ntc_split split, nt
     return 0;
 }
 
+/* What alias `name` stands for; NULL when it is not one. */
+static const char *alias_spec(const char *name)
+{
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (!strcmp(name, aliases[i].name))
+            return aliases[i].spec;
+    return NULL;
+}
+
+/* A subset of an alias ("fashion-hard:3,0") is a subset of the alias's
+ * source: the listed indices are the alias's class numbers, mapped to the
+ * source's, and *base becomes the source. */
+static int compose_alias(char **base, class_subset *sub, ntc_err *err)
+{
+    const char *spec = alias_spec(*base);
+    if (!spec)
+        return 0;
+    char *inner_base = NULL;
+    class_subset inner = {0};
+    if (parse_subset(spec, &inner_base, &inner, err) != 1)
+        return -1;                   /* every alias is a subset; only memory can fail */
+    for (int k = 0; k < sub->n; k++) {
+        if (sub->cls[k] >= inner.n) {
+            ntc_error(err, NULL, 0, "class %d of the subset is out of range: %s has %d classes "
+                      "(0..%d)", sub->cls[k], *base, inner.n, inner.n - 1);
+            ntc_free(inner_base);
+            ntc_free(inner.cls);
+            return -1;
+        }
+        sub->cls[k] = inner.cls[sub->cls[k]];
+    }
+    ntc_free(*base);
+    *base = inner_base;
+    ntc_free(inner.cls);
+    return 0;
+}
+
 ntc_dataset *ntc_dataset_open(const ntc_data_opts *o, ntc_err *err)
 {
-    const char *spec = o->source;
-    if (!spec || !*spec) {
+    if (!o->source || !*o->source) {
         ntc_error(err, NULL, 0, "no data source given");
         return NULL;
     }
-    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        if (!strcmp(spec, aliases[i].name))
-            spec = aliases[i].spec;
+    const char *spec = alias_spec(o->source) ? alias_spec(o->source) : o->source;
     char *base = NULL;
     class_subset sub = {0};
     int is_subset = parse_subset(spec, &base, &sub, err);
     if (is_subset < 0)
         return NULL;
+    if (is_subset && compose_alias(&base, &sub, err)) {
+        ntc_free(base);
+        ntc_free(sub.cls);
+        return NULL;
+    }
     ntc_data_opts base_opts = *o;
     if (is_subset)
         base_opts.source = base;

@@ -419,6 +419,21 @@ START_TEST(subset_fashion_test)
     ck_assert_int_eq(hard->n, sub->n);
     ck_assert_mem_eq(hard->labels, sub->labels, (size_t)sub->n * sizeof(int32_t));
     ck_assert_mem_eq(hard->u8, sub->u8, (size_t)sub->n * 784);
+    /* a subset of the alias indexes the alias's classes: 3,0 = Shirt, T-shirt/top */
+    ntc_dataset *hard2 = open_split("fashion-hard:3,0", NTC_SPLIT_TEST, 0);
+    ck_assert_str_eq(hard2->name, "fashion-hard:3,0/test");
+    ck_assert_int_eq(hard2->n, 2000);
+    ck_assert_str_eq(hard2->class_names[0], "Shirt");
+    ck_assert_str_eq(hard2->class_names[1], "T-shirt/top");
+    j = 0;
+    for (int64_t i = 0; i < sub->n; i++)
+        if (sub->labels[i] == 3 || sub->labels[i] == 0) {
+            ck_assert_int_eq(hard2->labels[j], sub->labels[i] == 3 ? 0 : 1);
+            ck_assert_mem_eq(hard2->u8 + j * 784, sub->u8 + i * 784, 784);
+            j++;
+        }
+    ck_assert_int_eq(j, hard2->n);
+    ntc_dataset_free(hard2);
     ntc_dataset_free(hard);
     ntc_dataset_free(sub);
     ntc_dataset_free(full);
@@ -494,6 +509,8 @@ START_TEST(subset_errors)
     open_fails("fashion-mnist:1,2,", "bad class list");
     open_fails("fashion-mnist:-1", "bad class list");
     open_fails(":1", "no source before ':'");
+    open_fails("fashion-hard:4", "class 4 of the subset is out of range: fashion-hard has 4 "
+               "classes (0..3)");
     open_fails("no-such-source:1", "unknown data source 'no-such-source'");
     if (have_fonts("subset_errors (glyphs part)"))
         open_fails("glyphs:26", "class 26 of the subset is out of range: glyphs has 26 classes");
