@@ -7,6 +7,7 @@
  * (i<k> inputs, n<k> nodes, o<k> outputs) so any name is safe; names go to
  * the tooltip. */
 #include "driver.h"
+#include "ntc/nettailor.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@ static const char dot_help[] =
     "Writes the graph in Graphviz's DOT language (to stdout, or atomically to\n"
     "OUT.dot): one box per block, universal blocks blue, task blocks orange,\n"
     "frozen blocks with a heavy border; each node shows its op and output shape.\n"
+    "Branches that NetTailor's prune pass removed are drawn greyed and dashed.\n"
     "The weights file is not read.  Render with: dot -Tsvg OUT.dot -o OUT.svg\n"
     "\n"
     "options:\n"
@@ -95,6 +97,38 @@ static void emit_source(FILE *f, const ntc_graph *g, int v)
             fprintf(f, "i%d", k);
 }
 
+/* Branches the prune pass removed (recorded in the metadata as
+ * "layer=L reads=V role=R alpha=A ..."): a grey dashed box, with dashed
+ * edges from what it read and into its layer's mix when those remain. */
+static void emit_pruned(FILE *f, const ntc_graph *g)
+{
+    size_t plen = strlen(NTC_META_PRUNED);
+    for (int i = 0; i < g->n_meta; i++) {
+        const ntc_meta *m = &g->meta[i];
+        char layer[256], reads[256], role[32];
+        double alpha;
+        if (strncmp(m->key, NTC_META_PRUNED, plen) ||
+            sscanf(m->value, "layer=%255s reads=%255s role=%31s alpha=%lf", layer, reads, role, &alpha) != 4)
+            continue;
+        fprintf(f, "  p%d [label=\"", i);
+        dot_escaped(f, m->key + plen);
+        fprintf(f, "\\n%s, removed (alpha %.3f)", role, alpha);
+        fputs("\", style=\"dashed,rounded,filled\", fillcolor=\"#f4f4f4\", color=\"#bbbbbb\", "
+              "fontcolor=\"#999999\"];\n", f);
+        int src = ntc_graph_find_value(g, reads);
+        if (src >= 0) {
+            fputs("  ", f);
+            emit_source(f, g, src);
+            fprintf(f, " -> p%d [style=dashed, color=\"#bbbbbb\"];\n", i);
+        }
+        char mix[300];
+        snprintf(mix, sizeof mix, "%s.mix", layer);
+        int n = ntc_graph_find_node(g, mix);
+        if (n >= 0)
+            fprintf(f, "  p%d -> n%d [style=dashed, color=\"#bbbbbb\"];\n", i, n);
+    }
+}
+
 static void emit_graph(FILE *f, const ntc_graph *g)
 {
     fputs("digraph ", f);
@@ -137,6 +171,7 @@ static void emit_graph(FILE *f, const ntc_graph *g)
         emit_source(f, g, g->outputs[k].value);
         fprintf(f, " -> o%d;\n", k);
     }
+    emit_pruned(f, g);
     fputs("}\n", f);
 }
 

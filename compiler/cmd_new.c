@@ -30,22 +30,6 @@ static const char new_help[] =
     "example:\n"
     "  ntc new resnet --depth 20 --input 1x28x28 --classes 10 -o backbone.xml\n";
 
-/* "1234567" -> "1,234,567" */
-static const char *grouped(int64_t v, char buf[32])
-{
-    char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", (long long)(v < 0 ? -v : v));
-    int at = 0;
-    if (v < 0)
-        buf[at++] = '-';
-    for (int i = 0; i < n; i++) {
-        if (i && (n - i) % 3 == 0)
-            buf[at++] = ',';
-        buf[at++] = digits[i];
-    }
-    buf[at] = 0;
-    return buf;
-}
 
 /* Value of option argv[*i]: either "--opt=value" or the next argument. */
 static const char *opt_value(int argc, char **argv, int *i, const char *opt)
@@ -83,7 +67,7 @@ static int write_resnet(const ntc_resnet_opts *o, const char *out, const char *w
         ntc_shape_format(&g->values[g->outputs[0].value].shape, lo, sizeof lo);
         printf("wrote %s and %s\n", out, weights);
         printf("%s: image [%s] -> logits [%s], %d blocks, %d nodes\n", g->name, in, lo, g->n_blocks, g->n_nodes);
-        printf("%s parameters, %s MACs per image\n", grouped(params, p), grouped(macs, m));
+        printf("%s parameters, %s MACs per image\n", drv_grouped(params, p), drv_grouped(macs, m));
     }
     ntc_graph_free(g);
     return rc;

@@ -6,6 +6,9 @@
 
 #include "ntc/ir.h"
 
+#include <stdint.h>
+#include <stdio.h>
+
 /* Prints "ntc: error: <err>" and returns 1. */
 int drv_fail(const ntc_err *err);
 /* Prints "ntc: error: <formatted>" and returns 1 (usage errors: 2 via drv_usage). */
@@ -23,6 +26,12 @@ int drv_transform(const char *in, const char *pipeline, unsigned mode, const cha
 /* Parses a decimal integer / float option value or fails with a usage error. */
 int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out);
 int drv_parse_float(const char *cmd, const char *opt, const char *s, double *out);
+
+/* Number formatting for reports: "1234567" -> "1,234,567"; "1.81 G". */
+const char *drv_grouped(int64_t v, char buf[32]);
+const char *drv_human(int64_t v, char buf[32]);
+/* Writes s as a JSON string literal. */
+void drv_json_string(FILE *f, const char *s);
 
 /* One row per command; add a row and a cmd_NAME.c file. */
 #define NTC_COMMANDS(X) \

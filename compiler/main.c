@@ -88,6 +88,50 @@ int drv_transform(const char *in, const char *pipeline, unsigned mode, const cha
     return rc;
 }
 
+const char *drv_grouped(int64_t v, char buf[32])
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%lld", (long long)(v < 0 ? -v : v));
+    int at = 0;
+    if (v < 0)
+        buf[at++] = '-';
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0)
+            buf[at++] = ',';
+        buf[at++] = digits[i];
+    }
+    buf[at] = 0;
+    return buf;
+}
+
+const char *drv_human(int64_t v, char buf[32])
+{
+    static const char units[] = " KMGT";
+    double x = (double)v;
+    int u = 0;
+    while (x >= 1000 && u < 4)
+        x /= 1000, u++;
+    if (u == 0)
+        snprintf(buf, 32, "%lld", (long long)v);
+    else
+        snprintf(buf, 32, "%.*f %c", x < 10 ? 2 : 1, x, units[u]);
+    return buf;
+}
+
+void drv_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 int drv_parse_int(const char *cmd, const char *opt, const char *s, long *out)
 {
     char *end;

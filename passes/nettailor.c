@@ -108,7 +108,12 @@ ntc_nt_model *ntc_nt_analyze(const ntc_graph *g, ntc_err *err)
                 goto fail;
             }
             b->universal = g->blocks[b->block].role == NTC_ROLE_UNIVERSAL;
-            if (b->universal)
+            /* The layer's name: its blocks' layer attribute (set by the
+             * tailor pass; survives the universal block's pruning), else
+             * the universal block's name, else the mix node's. */
+            if (g->blocks[b->block].layer)
+                l->name = g->blocks[b->block].layer;
+            else if (b->universal && l->name == mix->name)
                 l->name = g->blocks[b->block].name;
             b->src_value = block_source(g, b->block);
             if (b->src_value < 0) {

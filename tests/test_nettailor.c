@@ -6,6 +6,7 @@
 #include "ntc/pass.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- a hand-built tailored graph ------------------------------------------
@@ -341,6 +342,42 @@ START_TEST(new_head)
 }
 END_TEST
 
+/* The commands end to end: tailor and prune a ResNet-8, then stats shows
+ * the alpha table with the removed universal block and dot greys it. */
+START_TEST(commands)
+{
+    const char *d = tu_tmpdir();
+    char *out = NULL;
+    ck_assert_int_eq(tu_ntc(NULL, "new resnet --depth 8 --input 1x28x28 --classes 10 -o %s/b.xml", d), 0);
+    ck_assert_int_eq(tu_ntc(&out, "tailor %s/b.xml --classes 4 -o %s/s.xml", d, d), 0);
+    ck_assert_ptr_nonnull(strstr(out, "student graph"));
+    free(out);
+    /* all universal alphas start equal (+2); with 2, 3 and 4 branches the
+     * last layer's is the lowest: universal=1 removes s3.b0. */
+    ck_assert_int_eq(tu_ntc(&out, "prune %s/s.xml --universal 1 --proxy-threshold 0.01 -o %s/p.xml", d, d), 0);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "stats %s/p.xml --json", d), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"universal_kept\": 2, \"universal_total\": 3"));
+    ck_assert_ptr_nonnull(strstr(out, "\"removed\": [{\"block\": \"s3.b0\", \"layer\": \"s3.b0\", \"universal\": true"));
+    ck_assert_ptr_nonnull(strstr(out, "\"expected_complexity\""));
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "stats %s/p.xml", d), 0);
+    ck_assert_ptr_nonnull(strstr(out, "removed by prune"));
+    ck_assert_ptr_nonnull(strstr(out, "universal blocks kept 2/3, proxies kept 6/6"));
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "dot %s/p.xml", d), 0);
+    ck_assert_ptr_nonnull(strstr(out, "s3.b0\\nuniversal, removed"));
+    ck_assert_ptr_nonnull(strstr(out, "style=\"dashed,rounded,filled\""));
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "prune %s/s.xml --universal 1 --proxy-threshold 0.5 -o %s/q.xml", d, d), 1);
+    ck_assert_ptr_nonnull(strstr(out, "ntc: error: "));
+    ck_assert_ptr_nonnull(strstr(out, "whose output the network needs"));
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "tailor %s/b.xml --max-skip x -o %s/t.xml", d, d), 2);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nettailor");
@@ -354,6 +391,7 @@ int main(void)
     tcase_add_test(tc, tailor_resnet8);
     tcase_add_test(tc, tailor_refuses);
     tcase_add_test(tc, new_head);
+    tcase_add_test(tc, commands);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

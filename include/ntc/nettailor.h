@@ -47,7 +47,7 @@ typedef struct {
 } ntc_nt_branch;
 
 typedef struct {
-    const char *name;            /* the universal block's name, else the mix node's */
+    const char *name;            /* its blocks' layer attribute, else the universal block's name, else the mix's */
     int mix;                     /* mix node handle */
     int out;                     /* layer output value (after the relu, if any) */
     int alpha;                   /* the mix's alpha parameter (logits) */
