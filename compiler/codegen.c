@@ -104,137 +104,16 @@ static int host_vector_width(const char *features)
     return 4;
 }
 
-/* ---- which nodes, in which order, where their values live ---------------- */
-
-typedef struct {
-    int n_steps;
-    int *order;             /* node handles in run order (only those reaching the output) */
-    int64_t *offset;        /* per value: workspace offset in floats, -1 if not in it */
-    int64_t *scratch_off;   /* per step: scratch offset, -1 if none */
-    int64_t ws_floats;
-} cg_plan;
-
-static void plan_free(cg_plan *p)
+int64_t cg_node_scratch(const cg *c, const ntc_graph *g, int node)
 {
-    ntc_free(p->order);
-    ntc_free(p->offset);
-    ntc_free(p->scratch_off);
-}
-
-/* An interval of steps [first, last] and a size: a workspace tenant. */
-typedef struct {
-    int first, last;
-    int64_t size, *at;
-} tenant;
-
-static int by_size_desc(const void *a, const void *b)
-{
-    const tenant *x = a, *y = b;
-    if (x->size != y->size)
-        return x->size > y->size ? -1 : 1;
-    return x->first - y->first;
-}
-
-static int by_offset(const void *a, const void *b)
-{
-    const int64_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
-/* First fit by decreasing size: each tenant goes to the lowest offset that
- * overlaps no placed tenant whose lifetime overlaps its own. */
-static int64_t place(tenant *t, int n, int64_t (*busy)[2])
-{
-    qsort(t, (size_t)n, sizeof *t, by_size_desc);
-    int64_t total = 0;
-    for (int i = 0; i < n; i++) {
-        int nb = 0;
-        for (int j = 0; j < i; j++)
-            if (t[j].first <= t[i].last && t[i].first <= t[j].last)
-                busy[nb][0] = *t[j].at, busy[nb][1] = *t[j].at + t[j].size, nb++;
-        qsort(busy, (size_t)nb, sizeof *busy, by_offset);
-        int64_t at = 0;
-        for (int j = 0; j < nb && busy[j][0] < at + t[i].size; j++)
-            if (busy[j][1] > at)
-                at = busy[j][1];
-        *t[i].at = at;
-        if (at + t[i].size > total)
-            total = at + t[i].size;
-    }
-    return total;
-}
-
-static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
-
-static int make_plan(const cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_err *err)
-{
-    int nv = g->n_values, nn = g->n_nodes;
-    int *all = ntc_malloc(sizeof(int) * ((size_t)nn + 1));
-    bool *needed = ntc_calloc((size_t)nv + 1, 1);
-    int *first = ntc_malloc(sizeof(int) * ((size_t)nv + 1)), *last = ntc_malloc(sizeof(int) * ((size_t)nv + 1));
-    tenant *t = ntc_malloc(sizeof(tenant) * ((size_t)nv + (size_t)nn + 1));
-    int64_t(*busy)[2] = ntc_malloc(sizeof *busy * ((size_t)nv + (size_t)nn + 1));
-    p->order = ntc_malloc(sizeof(int) * ((size_t)nn + 1));
-    p->offset = ntc_malloc(sizeof(int64_t) * ((size_t)nv + 1));
-    p->scratch_off = ntc_malloc(sizeof(int64_t) * ((size_t)nn + 1));
-    int rc = -1;
-    if (!all || !needed || !first || !last || !t || !busy || !p->order || !p->offset || !p->scratch_off) {
-        ntc_error(err, g->path, 0, "out of memory planning code generation");
-        goto out;
-    }
-    int n_all = ntc_graph_topo_order(g, all, err);
-    if (n_all < 0)
-        goto out;
-    /* Backwards from the output: a node is needed if a needed node (or
-     * the caller) reads its output. */
-    needed[output] = true;
-    for (int s = n_all - 1; s >= 0; s--) {
-        const ntc_node *n = &g->nodes[all[s]];
-        if (needed[n->out])
-            for (int j = 0; j < n->n_in; j++)
-                needed[n->in[j]] = true;
-    }
-    p->n_steps = 0;
-    for (int s = 0; s < n_all; s++)
-        if (needed[g->nodes[all[s]].out])
-            p->order[p->n_steps++] = all[s];
-
-    for (int v = 0; v < nv; v++)
-        first[v] = last[v] = -1, p->offset[v] = -1;
-    for (int s = 0; s < p->n_steps; s++) {
-        const ntc_node *n = &g->nodes[p->order[s]];
-        first[n->out] = last[n->out] = s;
-        for (int j = 0; j < n->n_in; j++)
-            last[n->in[j]] = s;
-    }
-    int nt = 0;
-    for (int v = 0; v < nv; v++)
-        if (first[v] >= 0 && v != output)
-            t[nt++] = (tenant){first[v], last[v], round16(ntc_shape_numel(&g->values[v].shape)), &p->offset[v]};
-    for (int s = 0; s < p->n_steps; s++) {
-        const ntc_node *n = &g->nodes[p->order[s]];
-        p->scratch_off[s] = -1;
-        cg_scratch_fn fn = emitters[n->op].scratch;
-        int64_t size = 0;
-        if (fn) {
-            ntc_shape in[CG_MAX_INPUTS];
-            for (int j = 0; j < n->n_in && j < CG_MAX_INPUTS; j++)
-                in[j] = g->values[n->in[j]].shape;
-            size = fn(c, n, in, &g->values[n->out].shape);
-        }
-        if (size > 0)
-            t[nt++] = (tenant){s, s, round16(size), &p->scratch_off[s]};
-    }
-    p->ws_floats = place(t, nt, busy);
-    rc = 0;
-out:
-    ntc_free(all);
-    ntc_free(needed);
-    ntc_free(first);
-    ntc_free(last);
-    ntc_free(t);
-    ntc_free(busy);
-    return rc;
+    const ntc_node *n = &g->nodes[node];
+    cg_scratch_fn fn = emitters[n->op].scratch;
+    if (!fn)
+        return 0;
+    ntc_shape in[CG_MAX_INPUTS];
+    for (int j = 0; j < n->n_in && j < CG_MAX_INPUTS; j++)
+        in[j] = g->values[n->in[j]].shape;
+    return fn(c, n, in, &g->values[n->out].shape);
 }
 
 /* ---- checks ------------------------------------------------------------------ */
@@ -273,53 +152,84 @@ static int check_node(const ntc_graph *g, const ntc_node *n, ntc_err *err)
 
 /* ---- emission ------------------------------------------------------------------ */
 
-static void add_attr(cg *c, LLVMValueRef fn, unsigned idx, const char *name)
+void cg_add_attr(cg *c, LLVMValueRef fn, unsigned idx, const char *name)
 {
     unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
     LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(c->ctx, kind, 0));
 }
 
-static void function_attrs(cg *c, LLVMValueRef fn)
+void cg_function_attrs(cg *c, LLVMValueRef fn)
 {
-    add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
     if (c->vw >= 16) {
         LLVMAttributeRef a = LLVMCreateStringAttribute(c->ctx, "prefer-vector-width", 19, "512", 3);
         LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, a);
     }
 }
 
-/* void node(ptr out, ptr scratch, ptr in..., ptr par...) with every
- * pointer noalias: the plan never lets an output or scratch overlap an
- * input, and parameters and inputs are only read. */
-static LLVMValueRef emit_node(cg *c, const ntc_graph *g, const ntc_node *n, int index, ntc_err *err)
+#define CG_MAX_OPERANDS (CG_MAX_INPUTS + 2 * NTC_MAX_PARAMS + 1)
+
+/* The values a step's function takes after (out, scratch), in order: the
+ * head's inputs, its present parameters, the fused batchnorm's parameters
+ * and the residual.  Returns how many. */
+static int step_operands(const ntc_graph *g, const cg_step *st, int *v)
 {
-    int n_par = 0;
+    const ntc_node *h = &g->nodes[st->head];
+    int n = 0;
+    for (int j = 0; j < h->n_in; j++)
+        v[n++] = h->in[j];
     for (int k = 0; k < NTC_MAX_PARAMS; k++)
-        n_par += n->par[k] >= 0;
-    int n_args = 2 + n->n_in + n_par;
-    LLVMTypeRef args[2 + CG_MAX_INPUTS + NTC_MAX_PARAMS];
+        if (h->par[k] >= 0)
+            v[n++] = h->par[k];
+    if (st->bn >= 0)
+        for (int k = 0; k < NTC_MAX_PARAMS; k++)
+            if (g->nodes[st->bn].par[k] >= 0)
+                v[n++] = g->nodes[st->bn].par[k];
+    if (st->residual >= 0)
+        v[n++] = st->residual;
+    return n;
+}
+
+/* void step(ptr out, ptr scratch, ptr operands...) with every pointer
+ * noalias: the plan never lets an output or scratch overlap an input, and
+ * parameters and inputs are only read. */
+static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_step *st, int index, ntc_err *err)
+{
+    const ntc_node *n = &g->nodes[st->head];
+    int operands[CG_MAX_OPERANDS];
+    int n_args = 2 + step_operands(g, st, operands);
+    LLVMTypeRef args[2 + CG_MAX_OPERANDS];
     for (int i = 0; i < n_args; i++)
         args[i] = c->ptr;
     char name[64];
-    snprintf(name, sizeof name, "node%d.%s", index, ntc_op_name(n->op));
-    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
+    snprintf(name, sizeof name, "node%d.%s%s", index, ntc_op_name(n->op), st->tail != st->head ? ".fused" : "");
+    LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0);
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, ft);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
-    function_attrs(c, fn);
-    add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+    cg_function_attrs(c, fn);
+    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
     for (int i = 0; i < n_args; i++)
-        add_attr(c, fn, (unsigned)i + 1, "noalias");
+        cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
 
     cg_node nd = {.n = n, .out_shape = &g->values[n->out].shape};
     ntc_shape in_shape[CG_MAX_INPUTS];
+    unsigned a = 2;
     for (int j = 0; j < n->n_in; j++) {
         in_shape[j] = g->values[n->in[j]].shape;
-        nd.in[j] = LLVMGetParam(fn, (unsigned)(2 + j));
+        nd.in[j] = LLVMGetParam(fn, a++);
     }
     nd.in_shape = in_shape;
     nd.out = LLVMGetParam(fn, 0);
     nd.scratch = LLVMGetParam(fn, 1);
-    for (int k = 0, a = 2 + n->n_in; k < NTC_MAX_PARAMS; k++)
-        nd.par[k] = n->par[k] >= 0 ? LLVMGetParam(fn, (unsigned)a++) : NULL;
+    for (int k = 0; k < NTC_MAX_PARAMS; k++)
+        nd.par[k] = n->par[k] >= 0 ? LLVMGetParam(fn, a++) : NULL;
+    if (st->bn >= 0) {
+        nd.bn = &g->nodes[st->bn];
+        for (int k = 0; k < NTC_MAX_PARAMS; k++)
+            nd.bn_par[k] = nd.bn->par[k] >= 0 ? LLVMGetParam(fn, a++) : NULL;
+    }
+    nd.residual = st->residual >= 0 ? LLVMGetParam(fn, a++) : NULL;
+    nd.relu = st->relu >= 0;
 
     c->fn = fn;
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
@@ -335,7 +245,7 @@ static LLVMValueRef emit_node(cg *c, const ntc_graph *g, const ntc_node *n, int 
 /* Two nodes can share one function when everything the emitters
  * specialise on is equal: op, attributes, shapes and which parameter slots
  * are present (the parameters themselves are arguments). */
-static bool same_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
+bool cg_same_node_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
 {
     if (a->op != b->op || a->n_in != b->n_in || memcmp(&a->a, &b->a, sizeof a->a))
         return false;
@@ -348,6 +258,16 @@ static bool same_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
     return !memcmp(&g->values[a->out].shape, &g->values[b->out].shape, sizeof(ntc_shape));
 }
 
+/* ... and two steps when their heads and fused parts can. */
+static bool same_code(const ntc_graph *g, const cg_step *a, const cg_step *b)
+{
+    if ((a->bn >= 0) != (b->bn >= 0) || (a->add >= 0) != (b->add >= 0) || (a->relu >= 0) != (b->relu >= 0))
+        return false;
+    if (a->bn >= 0 && !cg_same_node_code(g, &g->nodes[a->bn], &g->nodes[b->bn]))
+        return false;
+    return cg_same_node_code(g, &g->nodes[a->head], &g->nodes[b->head]);
+}
+
 static int param_index(const ntc_cg_result *r, int v)
 {
     for (int i = 0; i < r->n_params; i++)
@@ -356,14 +276,14 @@ static int param_index(const ntc_cg_result *r, int v)
     return -1;
 }
 
-/* The entry: for b in [0, batch): run every node on item b. */
-static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *node_fns,
+/* The entry: for b in [0, batch): run every step on item b. */
+static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *step_fns,
                        const ntc_cg_result *r, bool hidden)
 {
     LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->ptr};
     LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, 5, 0);
     LLVMValueRef fn = LLVMAddFunction(c->mod, NTC_CG_ENTRY, ft);
-    function_attrs(c, fn);
+    cg_function_attrs(c, fn);
     if (hidden)
         LLVMSetVisibility(fn, LLVMHiddenVisibility);
     c->fn = fn;
@@ -381,26 +301,26 @@ static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef
     LLVMValueRef in_b = cg_gep(c, input, cg_mul(c, b.iv, cg_i64(c, r->in_numel)));
     LLVMValueRef out_b = cg_gep(c, output, cg_mul(c, b.iv, cg_i64(c, r->out_numel)));
     for (int s = 0; s < p->n_steps; s++) {
-        const ntc_node *n = &g->nodes[p->order[s]];
-        LLVMValueRef a[2 + CG_MAX_INPUTS + NTC_MAX_PARAMS];
-        int na = 0;
-        a[na++] = n->out == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[n->out]));
-        a[na++] = p->scratch_off[s] >= 0 ? cg_gep(c, ws, cg_i64(c, p->scratch_off[s])) : LLVMConstNull(c->ptr);
-        for (int j = 0; j < n->n_in; j++) {
-            int v = n->in[j];
-            a[na++] = v == r->input ? in_b : v == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[v]));
+        int operands[CG_MAX_OPERANDS], out = g->nodes[p->steps[s].tail].out;
+        int n = step_operands(g, &p->steps[s], operands);
+        LLVMValueRef a[2 + CG_MAX_OPERANDS];
+        a[0] = out == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[out]));
+        a[1] = p->scratch_off[s] >= 0 ? cg_gep(c, ws, cg_i64(c, p->scratch_off[s])) : LLVMConstNull(c->ptr);
+        for (int i = 0; i < n; i++) {
+            int v = operands[i];
+            a[2 + i] = g->values[v].kind == NTC_VAL_PARAM ? par[param_index(r, v)]
+                       : v == r->input                    ? in_b
+                       : v == r->output                   ? out_b
+                                                          : cg_gep(c, ws, cg_i64(c, p->offset[v]));
         }
-        for (int k = 0; k < NTC_MAX_PARAMS; k++)
-            if (n->par[k] >= 0)
-                a[na++] = par[param_index(r, n->par[k])];
-        LLVMBuildCall2(c->b, LLVMGlobalGetValueType(node_fns[s]), node_fns[s], a, (unsigned)na, "");
+        LLVMBuildCall2(c->b, LLVMGlobalGetValueType(step_fns[s]), step_fns[s], a, (unsigned)(2 + n), "");
     }
     cg_end(c, &b);
     LLVMBuildRetVoid(c->b);
     ntc_free(par);
 }
 
-/* Parameters read by the planned nodes, in value-handle order. */
+/* Parameters read by the planned steps, in value-handle order. */
 static int collect_params(const ntc_graph *g, const cg_plan *p, ntc_cg_result *r, ntc_err *err)
 {
     bool *used = ntc_calloc((size_t)g->n_values + 1, 1);
@@ -409,10 +329,13 @@ static int collect_params(const ntc_graph *g, const cg_plan *p, ntc_cg_result *r
         ntc_free(used);
         return ntc_error(err, g->path, 0, "out of memory");
     }
-    for (int s = 0; s < p->n_steps; s++)
-        for (int k = 0; k < NTC_MAX_PARAMS; k++)
-            if (g->nodes[p->order[s]].par[k] >= 0)
-                used[g->nodes[p->order[s]].par[k]] = true;
+    for (int s = 0; s < p->n_steps; s++) {
+        int operands[CG_MAX_OPERANDS];
+        int n = step_operands(g, &p->steps[s], operands);
+        for (int i = 0; i < n; i++)
+            if (g->values[operands[i]].kind == NTC_VAL_PARAM)
+                used[operands[i]] = true;
+    }
     r->n_params = 0;
     for (int v = 0; v < g->n_values; v++)
         if (used[v])
@@ -505,7 +428,7 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
     r->output = g->outputs[0].value;
     r->in_numel = ntc_shape_numel(&g->values[r->input].shape);
     r->out_numel = ntc_shape_numel(&g->values[r->output].shape);
-    if (make_plan(&c, g, r->output, &p, err) || collect_params(g, &p, r, err))
+    if (cg_make_plan(&c, g, r->output, &p, err) || collect_params(g, &p, r, err))
         goto out;
     r->ws_floats = p.ws_floats;
     if (!(fns = ntc_calloc((size_t)p.n_steps + 1, sizeof *fns))) {
@@ -513,13 +436,16 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
         goto out;
     }
     for (int s = 0; s < p.n_steps; s++) {
-        const ntc_node *n = &g->nodes[p.order[s]];
-        if (check_node(g, n, err))
-            goto out;
+        const cg_step *st = &p.steps[s];
+        int parts[4] = {st->head, st->bn, st->add, st->relu};
+        for (int k = 0; k < 4; k++)
+            if (parts[k] >= 0 && check_node(g, &g->nodes[parts[k]], err))
+                goto out;
         for (int t = 0; t < s && !fns[s]; t++)
-            if (same_code(g, n, &g->nodes[p.order[t]]))
+            if (same_code(g, st, &p.steps[t]))
                 fns[s] = fns[t];
-        if (!fns[s] && !(fns[s] = emit_node(&c, g, n, s, err))) {
+        if (!fns[s] && !(fns[s] = emit_step(&c, g, st, s, err))) {
+            const ntc_node *n = &g->nodes[st->head];
             char msg[sizeof err->msg];
             snprintf(msg, sizeof msg, "%s", err->msg);
             ntc_error(err, g->path, n->line, "%s node '%s': %s", ntc_op_name(n->op), n->name, msg);
@@ -551,7 +477,7 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
     rc = 0;
 out:
     ntc_free(fns);
-    plan_free(&p);
+    cg_plan_free(&p);
     LLVMDisposeBuilder(c.b);
     LLVMDisposeModule(c.mod);
     LLVMContextDispose(c.ctx);

@@ -53,6 +53,32 @@ void ntc_cg_init_llvm(void);
 
 /* ---- for the emitters ------------------------------------------------------ */
 
+struct cg;
+
+/* One call of the entry: a node, or a conv2d with its fused epilogue
+ * (see cg_node).  Node handles, -1 when absent. */
+typedef struct {
+    int head;                   /* the node emitted */
+    int bn, add, relu;          /* fused into a conv2d head */
+    int residual;               /* value handle: the add's other input, or -1 */
+    int tail;                   /* the node whose output the step writes */
+} cg_step;
+
+typedef struct {
+    int n_steps;
+    cg_step *steps;             /* in run order; only nodes reaching the output */
+    int64_t *offset;            /* per value: workspace offset in floats, -1 if none */
+    int64_t *scratch_off;       /* per step: its scratch offset, -1 if none */
+    int64_t ws_floats;          /* workspace floats per item */
+} cg_plan;
+
+/* Plans g's steps and workspace (codegen_plan.c).  Returns 0, or -1 with
+ * err filled. */
+int cg_make_plan(const struct cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_err *err);
+void cg_plan_free(cg_plan *p);
+/* Scratch floats the node's emitter needs (0 for most ops). */
+int64_t cg_node_scratch(const struct cg *c, const ntc_graph *g, int node);
+
 typedef struct cg {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -61,7 +87,19 @@ typedef struct cg {
     int vw;                     /* floats per vector register of the host */
     LLVMValueRef fn;            /* function being emitted */
     const ntc_graph *g;
+    /* Convolution cores already emitted (codegen_conv.c), shared by every
+     * conv2d of the same code whatever its fused epilogue. */
+    int n_cores;
+    const ntc_node *core_node[256];
+    LLVMValueRef core_fn[256];
 } cg;
+
+/* Whether nodes a and b of g compile to the same code: same op,
+ * attributes, shapes and present parameter slots. */
+bool cg_same_node_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b);
+/* Adds attributes every generated function gets (nounwind, vector width). */
+void cg_function_attrs(cg *c, LLVMValueRef fn);
+void cg_add_attr(cg *c, LLVMValueRef fn, unsigned idx, const char *name);
 
 /* What an emitter gets: the node and its operands as pointer values of the
  * node's function (one batch item; parameters absent from the node are
@@ -73,6 +111,15 @@ typedef struct {
     LLVMValueRef in[64];        /* up to the node's n_in (<= 64, checked) */
     LLVMValueRef out, scratch;
     LLVMValueRef par[NTC_MAX_PARAMS];
+    /* An epilogue fused into a conv2d: codegen.c finds conv2d ->
+     * batchnorm -> add -> relu chains (each part optional) whose
+     * intermediate values nobody else reads; the emitter applies them in
+     * that order to every output element, exactly as the separate nodes
+     * would. */
+    const ntc_node *bn;         /* batchnorm, or NULL */
+    LLVMValueRef bn_par[NTC_MAX_PARAMS];
+    LLVMValueRef residual;      /* the add's other input, or NULL */
+    bool relu;
 } cg_node;
 
 #define CG_MAX_INPUTS 64

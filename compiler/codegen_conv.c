@@ -21,6 +21,8 @@
  * loop run without any bounds checks. */
 #include "codegen.h"
 
+#include <stdio.h>
+
 typedef struct {
     int64_t C, H, W, F, OH, OW;
     int KH, KW, SH, SW, DH, DW, PT, PL;
@@ -212,33 +214,88 @@ static void emit_filter_block(cg *c, const conv_geom *g, const cg_node *nd, LLVM
     cg_end(c, &p);
 }
 
+/* The core: pack, then every tile into `tiles` (rows of stride
+ * tile_stride).  void core(ptr tiles, ptr phases, ptr in, ptr weight[, ptr bias]),
+ * one per distinct convolution, whatever epilogue the callers fuse. */
+static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int64_t tile_stride)
+{
+    for (int i = 0; i < c->n_cores; i++)
+        if (cg_same_node_code(c->g, c->core_node[i], nd->n))
+            return c->core_fn[i];
+    int n_args = nd->par[1] ? 5 : 4;
+    LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr};
+    char name[32];
+    snprintf(name, sizeof name, "conv.core%d", c->n_cores);
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_function_attrs(c, fn);
+    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+    for (int i = 0; i < n_args; i++)
+        cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
+
+    LLVMValueRef caller = c->fn;
+    LLVMBasicBlockRef at = LLVMGetInsertBlock(c->b);
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    cg_node core = *nd;
+    LLVMValueRef tiles = LLVMGetParam(fn, 0), phases = LLVMGetParam(fn, 1);
+    core.in[0] = LLVMGetParam(fn, 2);
+    core.par[0] = LLVMGetParam(fn, 3);
+    core.par[1] = nd->par[1] ? LLVMGetParam(fn, 4) : NULL;
+    emit_pack(c, g, core.in[0], phases);
+    int64_t full_f = g->F / g->FB * g->FB;
+    cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g->FB, "f");
+    emit_filter_block(c, g, &core, phases, tiles, tile_stride, f.iv, g->FB);
+    cg_end(c, &f);
+    if (g->F > full_f)
+        emit_filter_block(c, g, &core, phases, tiles, tile_stride, cg_i64(c, full_f), (int)(g->F - full_f));
+    LLVMBuildRetVoid(c->b);
+
+    c->fn = caller;
+    LLVMPositionBuilderAtEnd(c->b, at);
+    if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0]))
+        c->core_node[c->n_cores] = nd->n, c->core_fn[c->n_cores++] = fn;
+    return fn;
+}
+
 int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
 {
     (void)err;
     conv_geom g = geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
-    LLVMValueRef phases = nd->scratch;
     LLVMValueRef tiles = g.direct ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g.phases_floats, 16) * 16));
     int64_t stride = g.direct ? g.OH * g.OW : g.P_comp;
+    LLVMValueRef core = conv_core(c, nd, &g, stride);
+    LLVMValueRef args[5] = {tiles, nd->scratch, nd->in[0], nd->par[0], nd->par[1]};
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(core), core, args, nd->par[1] ? 5 : 4, "");
 
-    emit_pack(c, &g, nd->in[0], phases);
-
-    int64_t full_f = g.F / g.FB * g.FB;
-    cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g.FB, "f");
-    emit_filter_block(c, &g, nd, phases, tiles, stride, f.iv, g.FB);
-    cg_end(c, &f);
-    if (g.F > full_f)
-        emit_filter_block(c, &g, nd, phases, tiles, stride, cg_i64(c, full_f), (int)(g.F - full_f));
-
-    if (!g.direct) {
-        cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
-        cg_loop oy = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OH), 1, "oy");
-        LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.P_comp)), cg_mul(c, oy.iv, cg_i64(c, g.PWs)));
-        LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
-        cg_loop ox = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OW), 1, "ox");
-        cg_store(c, cg_load(c, tiles, cg_add(c, src, ox.iv)), nd->out, cg_add(c, dst, ox.iv));
-        cg_end(c, &ox);
-        cg_end(c, &oy);
-        cg_end(c, &fo);
+    bool epilogue = nd->bn || nd->residual || nd->relu;
+    if (g.direct && !epilogue)
+        return 0;
+    /* Compaction (in place when direct) with the fused epilogue, each part
+     * computed as its own node would (see codegen_ops.c). */
+    cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
+    LLVMValueRef gain = NULL, shift = NULL;
+    if (nd->bn) {
+        LLVMValueRef var = cg_load(c, nd->bn_par[3], fo.iv);
+        LLVMValueRef sd = cg_intrinsic1(c, "llvm.sqrt", cg_fadd(c, var, cg_f32(c, nd->bn->a.epsilon), false));
+        gain = LLVMBuildFDiv(c->b, cg_load(c, nd->bn_par[0], fo.iv), sd, "");
+        shift = LLVMBuildFSub(c->b, cg_load(c, nd->bn_par[1], fo.iv), cg_fmul(c, cg_load(c, nd->bn_par[2], fo.iv), gain), "");
     }
+    cg_loop oy = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OH), 1, "oy");
+    LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, stride)), cg_mul(c, oy.iv, cg_i64(c, g.direct ? g.OW : g.PWs)));
+    LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
+    cg_loop ox = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OW), 1, "ox");
+    LLVMValueRef at = cg_add(c, dst, ox.iv);
+    LLVMValueRef v = cg_load(c, tiles, cg_add(c, src, ox.iv));
+    if (nd->bn)
+        v = cg_fadd(c, cg_fmul(c, v, gain), shift, false);
+    if (nd->residual)
+        v = cg_fadd(c, v, cg_load(c, nd->residual, at), false);
+    if (nd->relu)
+        v = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, cg_f32(c, 0), ""), v, cg_f32(c, 0), "");
+    cg_store(c, v, nd->out, at);
+    cg_end(c, &ox);
+    cg_end(c, &oy);
+    cg_end(c, &fo);
     return 0;
 }
