@@ -19,6 +19,10 @@
  *     summing its own share of the parameters.
  * So a step's result depends on T only through float rounding.
  *
+ * The schedule is a topological order fixed by the node names
+ * (canonical_order), so sums come out the same however the graph's
+ * arrays are ordered.
+ *
  * Backward is a list of programs run one after the other by every thread:
  * the main program (every node whose output needs a gradient, in reverse
  * topological order, seeded by the graph outputs' gradients), then one per
@@ -176,7 +180,7 @@ static void bn_forward(ntc_trainer *t, const ntc_node *n, int ni, const ntc_karg
 {
     const int64_t C = k->in_shape[0].dims[1];
     double *part = t->bn_part + (size_t)task * 2 * t->max_c;
-    memset(part, 0, sizeof(double) * 2 * (size_t)C);
+    memset(part, 0, sizeof(double) * 2 * (size_t)t->max_c);
     bn_train_stats(k, part, part + t->max_c);
     barrier_wait(&t->bar);
     if (task == 0) {
@@ -258,7 +262,7 @@ static void bn_backward(ntc_trainer *t, const ntc_node *n, int ni, const ntc_kar
 {
     const int64_t C = k->in_shape[0].dims[1];
     double *part = t->bn_part + (size_t)task * 2 * t->max_c;
-    memset(part, 0, sizeof(double) * 2 * (size_t)C);
+    memset(part, 0, sizeof(double) * 2 * (size_t)t->max_c);
     bn_train_grad_stats(k, gout, t->bn_mean[ni], t->bn_invstd[ni], part, part + t->max_c);
     barrier_wait(&t->bar);
     if (task == 0) {
@@ -593,6 +597,47 @@ static int alloc_threads(ntc_trainer *t, ntc_err *err)
     return 0;
 }
 
+/* A topological order of the live nodes that depends only on the graph's
+ * structure and names, not on the order of its node array: among the
+ * nodes whose inputs are ready, the one with the smallest name runs
+ * first.  Gradients of a value read by several nodes are summed in this
+ * order, so a graph written to a checkpoint and read back (which may list
+ * its nodes differently) continues with bit-identical sums.  Quadratic in
+ * the node count, which is a few hundred.  Returns the count, or -1 with
+ * err on a cycle. */
+static int canonical_order(const ntc_graph *g, int *order, ntc_err *err)
+{
+    bool *done = ntc_calloc((size_t)g->n_nodes + 1, sizeof(bool));
+    if (!done)
+        return ntc_error(err, g->path, 0, "out of memory");
+    int live = 0, n = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        live += !g->nodes[i].dead;
+    while (n < live) {
+        int pick = -1;
+        for (int i = 0; i < g->n_nodes; i++) {
+            const ntc_node *nd = &g->nodes[i];
+            if (nd->dead || done[i])
+                continue;
+            bool ready = true;
+            for (int j = 0; j < nd->n_in && ready; j++) {
+                int p = g->values[nd->in[j]].producer;
+                ready = p < 0 || done[p];
+            }
+            if (ready && (pick < 0 || strcmp(nd->name, g->nodes[pick].name) < 0))
+                pick = i;
+        }
+        if (pick < 0) {
+            ntc_free(done);
+            return ntc_error(err, g->path, 0, "the graph has a cycle");
+        }
+        done[pick] = true;
+        order[n++] = pick;
+    }
+    ntc_free(done);
+    return n;
+}
+
 ntc_trainer *ntc_trainer_new(ntc_graph *g, int max_batch, int threads, ntc_err *err)
 {
     if (max_batch < 1) {
@@ -619,14 +664,8 @@ ntc_trainer *ntc_trainer_new(ntc_graph *g, int max_batch, int threads, ntc_err *
         ntc_error(err, g->path, 0, "out of memory");
         goto fail;
     }
-    int n = ntc_graph_topo_order(g, t->order, err);
-    if (n < 0)
+    if ((t->n_order = canonical_order(g, t->order, err)) < 0)
         goto fail;
-    /* Dead nodes are not part of the computation. */
-    t->n_order = 0;
-    for (int i = 0; i < n; i++)
-        if (!g->nodes[t->order[i]].dead)
-            t->order[t->n_order++] = t->order[i];
     if (plan_nodes(t, err) || plan_values(t, err) || alloc_threads(t, err))
         goto fail;
     bool *all = ntc_malloc(sizeof(bool) * ((size_t)g->n_nodes + 1));

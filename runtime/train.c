@@ -4,7 +4,7 @@
  * Checkpoints.  A checkpoint is a directory run_dir/ckpt-<step> holding
  *     model.xml + model.safetensors   the graph and every parameter (running
  *                                     statistics included)
- *     momentum.npy                    the optimiser's buffers, trainer order
+ *     momentum.safetensors            the optimiser's buffers, by parameter name
  *     state.txt                       "key value" lines: position (epoch,
  *                                     step, batcher state), the options that
  *                                     shape the trajectory, the partial
@@ -285,13 +285,72 @@ static void remove_dir(const char *path)
     rmdir(path);
 }
 
+/* The momentum buffers as a safetensors file with one tensor per
+ * parameter, named like the parameter: a graph read back from a
+ * checkpoint may order its parameters differently. */
+static ntc_graph *momentum_graph(const run *r, ntc_err *err)
+{
+    ntc_graph *m = ntc_graph_new("momentum");
+    if (!m) {
+        ntc_error(err, NULL, 0, "out of memory");
+        return NULL;
+    }
+    float *buf = ntc_sgd_state(r->opt);
+    int64_t off = 0;
+    for (int i = 0; i < ntc_trainer_n_params(r->tr); i++) {
+        const ntc_value *pv = &r->g->values[ntc_trainer_param(r->tr, i)];
+        int v = ntc_graph_add_param(m, pv->name);
+        if (v < 0) {
+            ntc_graph_free(m);
+            ntc_error(err, NULL, 0, "out of memory");
+            return NULL;
+        }
+        m->values[v].shape = pv->shape;
+        m->values[v].data = buf + off;       /* borrowed */
+        off += ntc_shape_numel(&pv->shape);
+    }
+    return m;
+}
+
+static int save_momentum(const run *r, const char *path, ntc_err *err)
+{
+    ntc_graph *m = momentum_graph(r, err);
+    if (!m)
+        return -1;
+    int rc = ntc_weights_save(m, path, err);
+    ntc_graph_free(m);
+    return rc;
+}
+
+static int load_momentum(const run *r, const char *path, ntc_err *err)
+{
+    ntc_graph *m = momentum_graph(r, err);
+    if (!m)
+        return -1;
+    float *buf = ntc_sgd_state(r->opt);
+    for (int v = 0; v < m->n_values; v++)
+        m->values[v].data = NULL;
+    int rc = ntc_weights_load(m, path, err);
+    int64_t off = 0;
+    for (int v = 0; !rc && v < m->n_values; v++) {
+        int64_t cnt = ntc_shape_numel(&m->values[v].shape);
+        if (!m->values[v].data)
+            rc = ntc_error(err, path, 0, "no momentum for parameter '%s'", m->values[v].name);
+        else
+            memcpy(buf + off, m->values[v].data, sizeof(float) * (size_t)cnt);
+        off += cnt;
+    }
+    ntc_graph_free(m);
+    return rc;
+}
+
 static int write_checkpoint(run *r, ntc_err *err)
 {
     const char *dir = r->o->run_dir;
     char name[64];
     snprintf(name, sizeof name, "ckpt-%08lld", (long long)r->at.step);
     char *cdir = path_join(dir, name, NULL), *xml = path_join(dir, name, "model.xml");
-    char *wts = path_join(dir, name, "model.safetensors"), *mom = path_join(dir, name, "momentum.npy");
+    char *wts = path_join(dir, name, "model.safetensors"), *mom = path_join(dir, name, "momentum.safetensors");
     char *st = path_join(dir, name, "state.txt"), *lg = path_join(dir, name, "train.jsonl");
     char *ptr = path_join(dir, "checkpoint", NULL), *top_log = path_join(dir, "train.jsonl", NULL);
     int rc = -1;
@@ -310,9 +369,7 @@ static int write_checkpoint(run *r, ntc_err *err)
     /* The graph's weights file name is recorded relative to the XML, so the
      * graph must be told where it now lives; its final name is restored by
      * the next write. */
-    ntc_array m = {.dtype = NTC_DT_F32, .shape = {.rank = 1, .dims = {ntc_sgd_state_floats(r->opt)}},
-                   .data = ntc_sgd_state(r->opt)};
-    if (ntc_graph_write_xml(r->g, xml, wts, err) || ntc_npy_write(mom, &m, err) ||
+    if (ntc_graph_write_xml(r->g, xml, wts, err) || save_momentum(r, mom, err) ||
         ntc_write_file_atomic(lg, r->log ? r->log : "", r->log_len, err) || write_state(r, st, err))
         goto done;
     char line[80];
@@ -344,22 +401,15 @@ static int load_checkpoint(run *r, ntc_err *err)
     char name[256];
     if (!current_checkpoint(dir, name, sizeof name))
         return ntc_error(err, dir, 0, "no checkpoint to resume from");
-    char *mom = path_join(dir, name, "momentum.npy"), *st = path_join(dir, name, "state.txt");
+    char *mom = path_join(dir, name, "momentum.safetensors"), *st = path_join(dir, name, "state.txt");
     char *lg = path_join(dir, name, "train.jsonl");
-    ntc_array m = {0};
     int rc = -1;
     if (!mom || !st || !lg) {
         ntc_error(err, dir, 0, "out of memory");
         goto done;
     }
-    if (read_state(r, st, err) || ntc_npy_read(mom, &m, err))
+    if (read_state(r, st, err) || load_momentum(r, mom, err))
         goto done;
-    if (m.dtype != NTC_DT_F32 || ntc_array_numel(&m) != ntc_sgd_state_floats(r->opt)) {
-        ntc_error(err, mom, 0, "momentum for %lld values, the graph trains %lld", (long long)ntc_array_numel(&m),
-                  (long long)ntc_sgd_state_floats(r->opt));
-        goto done;
-    }
-    memcpy(ntc_sgd_state(r->opt), m.data, sizeof(float) * (size_t)ntc_sgd_state_floats(r->opt));
     size_t len = 0;
     char *text = ntc_read_file(lg, &len, err);
     if (!text)
@@ -371,7 +421,6 @@ static int load_checkpoint(run *r, ntc_err *err)
     snprintf(r->last_good, sizeof r->last_good, "epoch %lld", (long long)r->at.epoch);
     rc = 0;
 done:
-    ntc_array_free(&m);
     ntc_free(mom), ntc_free(st), ntc_free(lg);
     return rc;
 }

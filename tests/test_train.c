@@ -108,7 +108,7 @@ static tiny_net tiny(unsigned seed)
     t.mix = ntc_graph_add_node(g, NTC_OP_mix, "mix", br, 2, -1);
     int m = add_params(g, t.mix, (const char *[]){"alpha", NULL});
     t.relu = node1(g, NTC_OP_relu, "relu", m, -1);
-    int h = bn(g, "h.bn", conv(g, "h.conv", g->nodes[t.relu].out, 3, 3, hb), hb);
+    int h = bn(g, "h.bn", conv(g, "h.conv", g->nodes[t.relu].out, 4, 3, hb), hb);
     int hr = g->nodes[node1(g, NTC_OP_relu, "h.relu", h, hb)].out;
     int gap = g->nodes[node1(g, NTC_OP_global_avgpool, "gap", hr, hb)].out;
     int flat = g->nodes[node1(g, NTC_OP_flatten, "flat", gap, hb)].out;
@@ -479,6 +479,203 @@ START_TEST(schedules)
 }
 END_TEST
 
+
+/* ---- the training loop ------------------------------------------------------------------ */
+
+static ntc_graph *small_resnet(int classes)
+{
+    ntc_resnet_opts o;
+    ntc_resnet_opts_default(&o);
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x12x12", &err), 0);
+    o.depth = 8;
+    o.classes = classes;
+    o.seed = 5;
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    return g;
+}
+
+static void digits_opts(ntc_train_opts *o, const char *dir)
+{
+    ntc_train_opts_default(o);
+    o->data.source = "digits";
+    o->batch = 64;
+    o->threads = 2;
+    o->limit = 512;
+    o->lr = 0.05;
+    o->run_dir = dir;
+}
+
+/* train_loss of each line of run_dir/train.jsonl into loss[]; the count. */
+static int read_losses(const char *dir, double *loss, int cap)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s", path);
+    char line[1024];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"train_loss\": ");
+        ck_assert(p != NULL);
+        loss[n++] = atof(p + 14);
+    }
+    fclose(f);
+    return n;
+}
+
+START_TEST(loss_falls)
+{
+    /* 512 digits, 8 steps per epoch, 4 epochs: 32 steps. */
+    ntc_graph *g = small_resnet(10);
+    ntc_train_opts o;
+    digits_opts(&o, tu_tmpdir());
+    o.epochs = 4;
+    o.lr = 0.1;
+    o.schedule = NTC_SCHED_CONSTANT;
+    ntc_train_result res;
+    ntc_err err = {0};
+    ck_assert_msg(ntc_train(g, &o, &res, &err) == NTC_TRAIN_DONE, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(res.steps, 32);
+    double loss[8];
+    ck_assert_int_eq(read_losses(o.run_dir, loss, 8), 4);
+    ck_assert_msg(loss[3] < 0.75 * loss[0], "epoch losses %g .. %g", loss[0], loss[3]);
+    ck_assert_msg(res.train_acc > 0.5, "train accuracy %g", res.train_acc);
+    ntc_graph_free(g);
+}
+END_TEST
+
+static bool same_params(const ntc_graph *a, const ntc_graph *b)
+{
+    int checked = 0;
+    for (int v = 0; v < a->n_values; v++) {
+        if (a->values[v].kind != NTC_VAL_PARAM)
+            continue;
+        int w = ntc_graph_find_value(b, a->values[v].name);
+        ck_assert_int_ge(w, 0);
+        size_t bytes = sizeof(float) * (size_t)ntc_shape_numel(&a->values[v].shape);
+        if (memcmp(a->values[v].data, b->values[w].data, bytes))
+            return false;
+        checked++;
+    }
+    ck_assert_int_gt(checked, 10);
+    return true;
+}
+
+START_TEST(resume_is_bit_exact)
+{
+    char a_dir[2048], b_dir[2048];
+    snprintf(a_dir, sizeof a_dir, "%.1000s/a", tu_tmpdir());
+    snprintf(b_dir, sizeof b_dir, "%.1000s/b", a_dir);
+    ck_assert_int_eq(mkdir(a_dir, 0777), 0);
+    ck_assert_int_eq(mkdir(b_dir, 0777), 0);
+    ntc_train_opts o;
+    ntc_train_result res;
+    ntc_err err = {0};
+    /* Uninterrupted: 2 epochs of 4 steps, with validation and crops. */
+    ntc_graph *full = small_resnet(10);
+    digits_opts(&o, a_dir);
+    o.epochs = 2;
+    o.limit = 256;
+    o.data.val_size = 200;
+    ck_assert_msg(ntc_train(full, &o, &res, &err) == NTC_TRAIN_DONE, "%s", ntc_err_str(&err));
+    /* Interrupted after 1 epoch and 2 steps, then resumed from the checkpoint. */
+    ntc_graph *part = small_resnet(10);
+    o.run_dir = b_dir;
+    o.stop_after_steps = 6;
+    ck_assert_msg(ntc_train(part, &o, &res, &err) == NTC_TRAIN_STOPPED, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(res.steps, 6);
+    ck_assert(!same_params(full, part));
+    ntc_graph_free(part);
+    ntc_graph *resumed = ntc_train_checkpoint_graph(b_dir, &err);
+    ck_assert_msg(resumed != NULL, "%s", ntc_err_str(&err));
+    o.stop_after_steps = 0;
+    o.resume = true;
+    ck_assert_msg(ntc_train(resumed, &o, &res, &err) == NTC_TRAIN_DONE, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(res.steps, 8);
+    ck_assert_msg(same_params(full, resumed), "resumed weights differ from the uninterrupted run's");
+    double la[4], lb[4];
+    ck_assert_int_eq(read_losses(a_dir, la, 4), 2);
+    ck_assert_int_eq(read_losses(b_dir, lb, 4), 2);
+    ck_assert(la[0] == lb[0] && la[1] == lb[1]);
+    /* A resume with other options is refused. */
+    o.lr = 0.01;
+    ck_assert_int_eq(ntc_train(resumed, &o, &res, &err), -1);
+    ck_assert_msg(strstr(err.msg, "lr") != NULL, "%s", err.msg);
+    ntc_graph_free(resumed);
+    ntc_graph_free(full);
+}
+END_TEST
+
+START_TEST(nan_loss_stops)
+{
+    ntc_graph *g = small_resnet(10);
+    int w = ntc_graph_find_value(g, "head.fc.weight");
+    ck_assert_int_ge(w, 0);
+    g->values[w].data[3] = NAN;
+    ntc_train_opts o;
+    digits_opts(&o, tu_tmpdir());
+    o.epochs = 1;
+    ntc_train_result res;
+    ntc_err err = {0};
+    ck_assert_int_eq(ntc_train(g, &o, &res, &err), -1);
+    ck_assert_msg(strstr(err.msg, "NaN") && strstr(err.msg, "no checkpoint"), "%s", err.msg);
+    ntc_graph_free(g);
+}
+END_TEST
+
+START_TEST(cli_errors)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    ck_assert_int_eq(tu_ntc(&out, "new resnet --depth 8 --input 1x12x12 --classes 5 -o %s/b.xml", dir), 0);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data digits --epochs 0 -o %s/o.xml", dir, dir), 2);
+    ck_assert_msg(strstr(out, "--epochs"), "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data digits --schedule linear -o %s/o.xml", dir, dir), 2);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data digits --epochs 1", dir), 2);
+    ck_assert_msg(strstr(out, "-o"), "%s", out);
+    free(out);
+    /* 10 digit classes, 5 logits. */
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data digits --epochs 1 -o %s/o.xml", dir, dir), 1);
+    ck_assert_msg(strstr(out, "10 classes") && strstr(out, "only 5"), "%s", out);
+    free(out);
+    /* Fashion-MNIST is 28x28: no silent resampling to 12x12. */
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data fashion-mnist --epochs 1 -o %s/o.xml", dir, dir), 1);
+    ck_assert_msg(strstr(out, "error"), "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "train %s/b.xml --data digits --epochs 1 -o /proc/nope/o.xml", dir), 1);
+    ck_assert_msg(strstr(out, "cannot write"), "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "train --resume %s/none --data digits -o %s/o.xml", dir, dir), 1);
+    ck_assert_msg(strstr(out, "checkpoint"), "%s", out);
+    free(out);
+}
+END_TEST
+
+START_TEST(cli_trains_and_writes)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    ck_assert_int_eq(tu_ntc(&out, "new resnet --depth 8 --input 1x12x12 --classes 10 -o %s/b.xml", dir), 0);
+    free(out);
+    int rc = tu_ntc(&out, "train %s/b.xml --data digits --epochs 2 --limit 256 --batch 64 --threads 2 --val 100 "
+                          "--run-dir %s/run -o %s/t.xml", dir, dir, dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_msg(strstr(out, "test: accuracy") && strstr(out, "epoch 2/2"), "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "check %s/t.xml", dir), 0);
+    free(out);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/run/checkpoint", dir);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -491,6 +688,11 @@ int main(void)
     tcase_add_test(tc, local_term_stays_in_scope);
     tcase_add_test(tc, sgd_by_hand);
     tcase_add_test(tc, schedules);
+    tcase_add_test(tc, loss_falls);
+    tcase_add_test(tc, resume_is_bit_exact);
+    tcase_add_test(tc, nan_loss_stops);
+    tcase_add_test(tc, cli_errors);
+    tcase_add_test(tc, cli_trains_and_writes);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
