@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Writes the generated part of the seed corpora in tests/fuzz/corpus/.
 
-The XML, .npy and IDX seeds are copies of the Check suites' fixtures
-(tests/fixtures/); this script makes the seeds no fixture provides:
+Files named regress-* are inputs that once crashed a target (each target
+replays its whole corpus first, so they are regression tests); this
+script never touches them.  The XML, .npy and IDX seeds are copies of the
+Check suites' fixtures (tests/fixtures/); this script makes the seeds no
+fixture provides:
 safetensors files for fuzz_safetensors.c's fixed graph and small PNGs in
 every colour type and bit depth libpng's simplified API converts.  Only
 the standard library is used.  Usage: tests/fuzz/make_seeds.py
 """
 import json
 import os
-import shutil
 import struct
 import zlib
 
@@ -97,8 +99,6 @@ def png_seeds():
 
 
 def main():
-    if os.path.isdir(CORPUS):
-        shutil.rmtree(CORPUS)
     copy_fixtures("xml", "xml", lambda n: n.endswith(".xml"))
     copy_fixtures("npy", "data", lambda n: n.endswith(".npy"))
     copy_fixtures("idx", "data", lambda n: "idx" in n)
