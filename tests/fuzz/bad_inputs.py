@@ -131,7 +131,8 @@ def main():
     weights("header a JSON array", st("[1,2]"))
     weights("invalid UTF-8 in a name", st(b'{"a.we\xffght":{}}'))
     weights("dtype F16 for a float32 parameter",
-            st(GOOD_HEADER.replace('"F32", "shape": [3]', '"F16", "shape": [3]'), floats(51)))
+            st(GOOD_HEADER.replace('"F32", "shape": [3], "data_offsets": [192, 204]',
+                                   '"F16", "shape": [3], "data_offsets": [192, 198]'), floats(50)[:198]))
     weights("shape [16,3] for a [3,16] parameter", st(GOOD_HEADER.replace("[3, 16]", "[16, 3]"), floats(51)))
     weights("offsets holding fewer bytes than the shape needs",
             st(GOOD_HEADER.replace("[0, 192]", "[0, 188]"), floats(51)))
@@ -188,8 +189,13 @@ def main():
     eval_idx("dimensions 65536^3, no data", "huge_dims")
     write("big_short", idx([100000, 4, 4], bytes(16)))
     eval_idx("header announces 1.6 MB, file holds 16 bytes", "big_short")
-    write("bad.gz", gzip.compress(idx([6, 4, 4], bytes(96)))[:-9])
-    eval_idx("gzip stream cut short", "bad.gz")
+    gz = gzip.compress(idx([6, 4, 4], bytes(96)))
+    write("cut.gz", gz[:len(gz) // 2])
+    eval_idx("gzip stream cut in the middle", "cut.gz")
+    write("notrailer.gz", gz[:-8])
+    eval_idx("gzip stream without its CRC trailer", "notrailer.gz")
+    write("badcrc.gz", gz[:-8] + bytes(4) + gz[-4:])
+    eval_idx("gzip stream with a wrong CRC", "badcrc.gz")
     write("img6", idx([6, 4, 4], bytes(96)))
     write("labels5", idx([5], bytes(5)))
     eval_idx("5 labels for 6 images", "img6", "labels5")
@@ -214,7 +220,8 @@ def main():
     folder("PNG cut in the middle", {"a/x.png": good[:40]})
     folder("bad CRC", {"a/x.png": good[:29] + b"\0" + good[30:]})
     folder("width 0 in IHDR", {"a/x.png": png(0, 2, [b"", b""])})
-    folder("1000000x1000000 image with no data", {"a/x.png": good[:16] + struct.pack(">II", 10**6, 10**6) + good[24:]})
+    huge = chunk(b"IHDR", struct.pack(">IIBBBBB", 10**6, 10**6, 8, 0, 0, 0, 0))
+    folder("1000000x1000000 image with 2x2 pixels of data", {"a/x.png": good[:8] + huge + good[33:]})
     folder("too many classes for the graph", {c + "/x.png": good for c in "abcd"})
 
     print("| input | bad input | what the user sees |")
