@@ -17,6 +17,7 @@
 #include "testutil.h"
 #include "ntc/data.h"
 #include "ntc/frontends.h"
+#include "ntc/pass.h"
 #include "ntc/train.h"
 
 #include <math.h>
@@ -676,6 +677,112 @@ START_TEST(cli_trains_and_writes)
 }
 END_TEST
 
+/* ---- NetTailor ---------------------------------------------------------------------------- */
+
+START_TEST(nettailor_trains_only_task_parts)
+{
+    ntc_graph *teacher = small_resnet(10);
+    ntc_graph *g = ntc_graph_clone(teacher);
+    ntc_err err = {0};
+    ck_assert_msg(ntc_run_passes(g, "tailor:max-skip=2", NTC_PASS_TRAINING, &err) == 0, "%s", ntc_err_str(&err));
+    /* Snapshot every parameter of a frozen (universal) block. */
+    int n = 0;
+    float *snap[256];
+    int which[256];
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ntc_node *nd = &g->nodes[i];
+        if (nd->dead || nd->block < 0 || !g->blocks[nd->block].frozen)
+            continue;
+        for (int p = 0; p < NTC_MAX_PARAMS; p++)
+            if (nd->par[p] >= 0) {
+                size_t bytes = sizeof(float) * (size_t)ntc_shape_numel(&g->values[nd->par[p]].shape);
+                which[n] = nd->par[p];
+                snap[n] = malloc(bytes);
+                memcpy(snap[n++], g->values[nd->par[p]].data, bytes);
+            }
+    }
+    ck_assert_int_gt(n, 10);
+    int alpha = g->nodes[ntc_graph_find_node(g, "s2.b0.mix")].par[0];
+    ck_assert_int_ge(alpha, 0);
+    float alpha0 = g->values[alpha].data[1];
+
+    ntc_train_opts o;
+    digits_opts(&o, tu_tmpdir());
+    o.epochs = 2;
+    o.limit = 256;
+    o.teacher = teacher;
+    o.nettailor = true;
+    o.lambda_complexity = 2.0;
+    ntc_train_result res;
+    ck_assert_msg(ntc_train(g, &o, &res, &err) == NTC_TRAIN_DONE, "%s", ntc_err_str(&err));
+    /* Universal blocks (weights and running statistics) are untouched. */
+    for (int k = 0; k < n; k++) {
+        size_t bytes = sizeof(float) * (size_t)ntc_shape_numel(&g->values[which[k]].shape);
+        ck_assert_msg(!memcmp(snap[k], g->values[which[k]].data, bytes), "%s changed", g->values[which[k]].name);
+        free(snap[k]);
+    }
+    ck_assert(g->values[alpha].data[1] != alpha0);
+    ck_assert(res.complexity > 0 && res.complexity < 1.5);
+    ntc_graph_free(g);
+    ntc_graph_free(teacher);
+}
+END_TEST
+
+/* The distillation loss: zero against itself, positive against another
+ * network; E[C] falls when training follows only its gradient. */
+START_TEST(distill_terms)
+{
+    ntc_graph *backbone = small_resnet(10);
+    ntc_graph *g = ntc_graph_clone(backbone);
+    ntc_err err = {0};
+    ck_assert(ntc_run_passes(g, "tailor:max-skip=2", NTC_PASS_TRAINING, &err) == 0);
+    ntc_trainer *tr = ntc_trainer_new(g, 8, 2, &err);
+    ck_assert_msg(tr != NULL, "%s", ntc_err_str(&err));
+    ntc_distill *d = ntc_distill_new(tr, backbone, 1.0, 1.0, 8, 2, &err);
+    ck_assert_msg(d != NULL, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(ntc_distill_layers(d), 3);
+    float x[8 * 144];
+    unsigned seed = 4;
+    for (int i = 0; i < 8 * 144; i++)
+        x[i] = tu_randf(&seed);
+    const float *in[] = {x};
+    double lt = 0;
+    ck_assert(ntc_trainer_forward(tr, in, 8, true, &err) == 0);
+    ck_assert(ntc_distill_forward(d, in, 8, &lt, &err) == 0);
+    /* The student's layers differ from the backbone's (proxies, training-
+     * mode batchnorm elsewhere, a new head). */
+    ck_assert_msg(lt > 0 && isfinite(lt), "L_t %g", lt);
+    ck_assert(ntc_trainer_local_grad(tr, 0) != NULL);
+    /* E[C] alone: a few SGD steps on its gradient lower it. */
+    ntc_sgd_opts so = {0};
+    ntc_sgd *opt = ntc_sgd_new(tr, &so, &err);
+    double ec0 = ntc_distill_complexity(d, false);
+    for (int s = 0; s < 5; s++) {
+        ck_assert(ntc_trainer_forward(tr, in, 8, true, &err) == 0);
+        ck_assert(ntc_trainer_backward(tr, &err) == 0);     /* no loss seeded: zero gradients */
+        ntc_distill_complexity(d, true);
+        ntc_sgd_step(opt, 1.0);
+    }
+    double ec1 = ntc_distill_complexity(d, false);
+    ck_assert_msg(ec1 < ec0, "E[C] %g -> %g", ec0, ec1);
+    ntc_sgd_free(opt);
+    ntc_distill_free(d);
+    ntc_trainer_free(tr);
+    /* A teacher without the student's layer values is refused. */
+    ntc_graph *other = small_resnet(10);
+    int v = ntc_graph_find_value(other, "s2.b0.relu");
+    ck_assert_int_ge(v, 0);
+    other->values[v].name = ntc_graph_strdup(other, "renamed");
+    tr = ntc_trainer_new(g, 8, 1, &err);
+    ck_assert(ntc_distill_new(tr, other, 1.0, 1.0, 8, 1, &err) == NULL);
+    ck_assert_msg(strstr(err.msg, "s2.b0.relu"), "%s", err.msg);
+    ntc_trainer_free(tr);
+    ntc_graph_free(other);
+    ntc_graph_free(g);
+    ntc_graph_free(backbone);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -693,6 +800,8 @@ int main(void)
     tcase_add_test(tc, nan_loss_stops);
     tcase_add_test(tc, cli_errors);
     tcase_add_test(tc, cli_trains_and_writes);
+    tcase_add_test(tc, nettailor_trains_only_task_parts);
+    tcase_add_test(tc, distill_terms);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
