@@ -8,6 +8,7 @@
 
 #include "ntc/frontends.h"
 #include "ntc/jit.h"
+#include "ntc/pass.h"
 #include "ntc/runtime.h"
 
 #include <dlfcn.h>
@@ -284,6 +285,35 @@ static void check_graph(ntc_graph *g, int batch, const char *what)
     free(x);
     free(y);
     free(want);
+}
+
+static int live_nodes(const ntc_graph *g)
+{
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        n += !g->nodes[i].dead;
+    return n;
+}
+
+/* JIT vs interpreter only (graphs too big for the naive loops). */
+static void check_graph_interp(ntc_graph *g, int batch, const char *what)
+{
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+    int64_t on = numel(g, g->outputs[0].value);
+    float *x = random_input(g, batch, 5u), *y = malloc(sizeof(float) * (size_t)(on * batch));
+    ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
+    ntc_exec *ex = ntc_exec_new(g, batch, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    const float *ins[] = {x};
+    ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
+    double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    ck_assert_msg(e <= TOL, "%s: JIT vs interpreter: relative error %g", what, e);
+    ntc_exec_free(ex);
+    ntc_jit_free(j);
+    free(x);
+    free(y);
 }
 
 static ntc_graph *input_graph(const char *shape, int *x)
@@ -781,6 +811,46 @@ START_TEST(aot_errors)
 }
 END_TEST
 
+/* A NetTailor student (mix nodes of up to four branches, proxies with
+ * strided max pooling and 1x1 convolutions) with random alphas, before and
+ * after pruning: JIT vs interpreter. */
+START_TEST(tailored_and_pruned)
+{
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    ck_assert_msg(ntc_run_passes(g, "tailor:max-skip=3", NTC_PASS_TRAINING, &err) == 0, "%s", ntc_err_str(&err));
+    unsigned st = 31u;
+    int mixes = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].dead && g->nodes[i].op == NTC_OP_mix) {
+            ntc_value *a = &g->values[g->nodes[i].par[0]];
+            for (int k = 0; k < g->nodes[i].n_in; k++)
+                a->data[k] = 3.0f * tu_randf(&st);
+            mixes++;
+        }
+    ck_assert_int_gt(mixes, 5);
+    ck_assert_int_eq(ntc_graph_infer_shapes(g, &err), 0);
+    check_graph_interp(g, 3, "tailored student");
+    int live = live_nodes(g);
+    ck_assert_msg(ntc_run_passes(g, "prune:universal=3:proxy-threshold=0.2", NTC_PASS_INFERENCE, &err) == 0, "%s",
+                  ntc_err_str(&err));
+    ck_assert_int_eq(ntc_graph_infer_shapes(g, &err), 0);
+    ck_assert_int_lt(live_nodes(g), live);
+    check_graph_interp(g, 3, "pruned student");
+    /* and as a shared object */
+    const char *dir = tu_tmpdir();
+    compile_to(g, dir, "pruned");
+    loaded l = load_task(dir, "pruned", NULL);
+    check_task(&l, g, 4);
+    unload(&l);
+    ntc_graph_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jit");
@@ -795,6 +865,7 @@ int main(void)
     tcase_add_test(tc, errors);
     tcase_add_test(tc, vector_code);
     tcase_add_test(tc, resnet20);
+    tcase_add_test(tc, tailored_and_pruned);
     tcase_add_test(tc, aot_shared_universal);
     tcase_add_test(tc, aot_resnet20);
     tcase_add_test(tc, aot_errors);
