@@ -62,6 +62,13 @@ static int batchnorm(ntc_graph *g, const char *name, int in, int block)
     return b;
 }
 
+static int mix(ntc_graph *g, const char *name, const int *in, int n_in, int block)
+{
+    int m = node_n(g, NTC_OP_mix, name, in, n_in, block);
+    ck_assert_int_ge(ntc_node_add_param(g, m, "alpha", NULL), 0);
+    return m;
+}
+
 static unsigned rnd(unsigned *seed, unsigned n)
 {
     *seed = *seed * 1664525u + 1013904223u;
@@ -328,6 +335,182 @@ START_TEST(fold_bn_inference_only)
 }
 END_TEST
 
+/* ---- fold-alpha ------------------------------------------------------------------ */
+
+/* The kinds of branch a random mix gets, and whether each can absorb its
+ * weight (with universal=0 / universal=1). */
+typedef enum {
+    B_TASK_CONV_BN,          /* task: conv -> bn */
+    B_TASK_CONV,             /* task: conv, with or without bias */
+    B_TASK_RELU_POOL,        /* task: conv -> bn -> relu -> maxpool (positively homogeneous) */
+    B_TASK_MIX,              /* task: mix of two convs (nested mix) */
+    B_UNIV_DOWN,             /* universal: conv -> bn plus conv -> bn shortcut, add */
+    B_UNIV_IDENTITY,         /* universal: conv -> bn plus the stem's output, add */
+    B_SHARED,                /* the stem's output itself, which other nodes read */
+    B_KINDS
+} branch_kind;
+
+static bool absorbable(branch_kind k, bool universal)
+{
+    return k <= B_TASK_MIX || (k == B_UNIV_DOWN && universal);
+}
+
+/* Branch j of kind k reading s [N,4,6,6]; returns its output value. */
+static int branch(ntc_graph *g, branch_kind k, int j, int s, unsigned *seed)
+{
+    char bname[16], name[64];
+    snprintf(bname, sizeof bname, "b%d", j);
+    int blk = ntc_graph_add_block(g, bname, k >= B_UNIV_DOWN ? NTC_ROLE_UNIVERSAL : NTC_ROLE_TASK);
+    const conv_spec c3 = {4, 3, 1, {1, 1, 1, 1}, rnd(seed, 2)}, c1 = {4, 1, 1, {0}, rnd(seed, 2)};
+#define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", bname, suffix), name)
+    switch (k) {
+    case B_TASK_CONV_BN:
+        return out(g, batchnorm(g, NAME("bn"), out(g, conv(g, NAME("conv"), s, blk, c1)), blk));
+    case B_TASK_CONV:
+        return out(g, conv(g, NAME("conv"), s, blk, c3));
+    case B_TASK_RELU_POOL: {
+        int b = batchnorm(g, NAME("bn"), out(g, conv(g, NAME("conv"), s, blk, c3)), blk);
+        int r = node1(g, NTC_OP_relu, NAME("relu"), out(g, b), blk);
+        int p = node1(g, NTC_OP_maxpool, NAME("pool"), out(g, r), blk);
+        g->nodes[p].a.kernel[0] = g->nodes[p].a.kernel[1] = 3;
+        for (int i = 0; i < 4; i++)
+            g->nodes[p].a.pad[i] = 1;
+        return out(g, p);
+    }
+    case B_TASK_MIX: {
+        int a = conv(g, NAME("conv1"), s, blk, c1), b = conv(g, NAME("conv2"), s, blk, c3);
+        return out(g, mix(g, NAME("mix"), (int[]){out(g, a), out(g, b)}, 2, blk));
+    }
+    case B_UNIV_DOWN:
+    case B_UNIV_IDENTITY: {
+        int main_ = batchnorm(g, NAME("bn"), out(g, conv(g, NAME("conv"), s, blk, c3)), blk);
+        int sc = s;
+        if (k == B_UNIV_DOWN)
+            sc = out(g, batchnorm(g, NAME("down.bn"), out(g, conv(g, NAME("down"), s, blk, c1)), blk));
+        return out(g, node_n(g, NTC_OP_add, NAME("add"), (int[]){out(g, main_), sc}, 2, blk));
+    }
+    default:
+        return s;
+    }
+#undef NAME
+}
+
+/* x [N,3,6,6] -> stem (conv, bn, relu) = s -> mix over n branches of the
+ * given kinds -> relu = y. */
+static ntc_graph *mix_layer(const branch_kind *kinds, int n, unsigned seed)
+{
+    int x;
+    ntc_graph *g = new_graph("N,3,6,6", &x);
+    int c = conv(g, "stem.conv", x, -1, (conv_spec){4, 3, 1, {1, 1, 1, 1}, false});
+    int s = out(g, node1(g, NTC_OP_relu, "stem.relu", out(g, batchnorm(g, "stem.bn", out(g, c), -1)), -1));
+    int in[4];
+    for (int j = 0; j < n; j++)
+        in[j] = branch(g, kinds[j], j, s, &seed);
+    int m = mix(g, "mix", in, n, -1);
+    ntc_graph_add_output(g, "y", out(g, node1(g, NTC_OP_relu, "relu", out(g, m), -1)));
+    fill_params(g, seed);
+    return g;
+}
+
+/* Every parameter of a universal block has the same bytes in g and h. */
+static void universal_params_unchanged(const ntc_graph *g, const ntc_graph *h)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ntc_node *n = &g->nodes[i];
+        if (n->dead || n->block < 0 || g->blocks[n->block].role != NTC_ROLE_UNIVERSAL)
+            continue;
+        for (int s = 0; s < NTC_MAX_PARAMS; s++) {
+            if (n->par[s] < 0)
+                continue;
+            const ntc_value *a = &g->values[n->par[s]];
+            int v = ntc_graph_find_value(h, a->name);
+            ck_assert_msg(v >= 0, "universal parameter %s is gone", a->name);
+            ck_assert_msg(!memcmp(a->data, h->values[v].data, sizeof(float) * (size_t)ntc_shape_numel(&a->shape)),
+                          "universal parameter %s changed", a->name);
+        }
+    }
+}
+
+START_TEST(fold_alpha_random_mixes)
+{
+    int folded[2] = {0}, kept[2] = {0};
+    for (unsigned seed = 1; seed <= 60; seed++) {
+        unsigned r = seed * 2654435761u;
+        int n = 1 + (int)rnd(&r, 4);
+        branch_kind kinds[4];
+        for (int j = 0; j < n; j++)
+            kinds[j] = (branch_kind)rnd(&r, B_KINDS);
+        ntc_graph *g = mix_layer(kinds, n, seed);
+        for (int universal = 0; universal <= 1; universal++) {
+            bool all = true;
+            for (int j = 0; j < n; j++)
+                all = all && absorbable(kinds[j], universal);
+            char what[64], pipeline[64];
+            snprintf(what, sizeof what, "seed %u, %d branches", seed, n);
+            snprintf(pipeline, sizeof pipeline, "fold-alpha:universal=%d", universal);
+            ntc_graph *h = same_outputs_after(g, pipeline, seed, what);
+            /* A nested mix (B_TASK_MIX) always folds: its branches are task convs. */
+            bool fold = all || n == 1;
+            ck_assert_msg(count_op(h, NTC_OP_mix) == !fold, "%s, %s: %d mixes left", what, pipeline,
+                          count_op(h, NTC_OP_mix));
+            if (!fold)
+                ck_assert_int_eq(find(h, "mix")->op, NTC_OP_mix);
+            else if (n > 1)
+                ck_assert_int_eq(find(h, "mix")->op, NTC_OP_add);
+            else
+                ck_assert_int_lt(ntc_graph_find_node(h, "mix"), 0);
+            if (!universal)
+                universal_params_unchanged(g, h);
+            folded[universal] += fold && n > 1;
+            kept[universal] += !fold;
+            ntc_graph_free(h);
+        }
+        ntc_graph_free(g);
+    }
+    /* The random cases cover both outcomes in both modes. */
+    for (int u = 0; u < 2; u++)
+        ck_assert_msg(folded[u] > 3 && kept[u] > 3, "universal=%d: %d folded, %d kept", u, folded[u], kept[u]);
+}
+END_TEST
+
+/* The weights by hand: alpha = (0, log 3) gives 1/4 and 3/4; a conv with
+ * bias and a batchnorm absorb them into fresh tensors. */
+START_TEST(fold_alpha_by_hand)
+{
+    ntc_graph *g = mix_layer((branch_kind[]){B_TASK_CONV, B_TASK_CONV_BN}, 2, 3);
+    float *alpha = g->values[find(g, "mix")->par[0]].data;
+    alpha[0] = 0, alpha[1] = logf(3);
+    const ntc_node *c = find(g, "b0.conv"), *b = find(g, "b1.bn");
+    float w0 = g->values[c->par[0]].data[0], s1 = g->values[b->par[0]].data[0];
+    float bias1 = g->values[b->par[1]].data[0], mean1 = g->values[b->par[2]].data[0];
+    ntc_graph *h = same_outputs_after(g, "fold-alpha", 1, "by hand");
+    c = find(h, "b0.conv"), b = find(h, "b1.bn");
+    ck_assert_double_eq_tol(h->values[c->par[0]].data[0], 0.25 * w0, 1e-7);
+    ck_assert_double_eq_tol(h->values[b->par[0]].data[0], 0.75 * s1, 1e-7);
+    ck_assert_double_eq_tol(h->values[b->par[1]].data[0], 0.75 * bias1, 1e-7);
+    ck_assert_float_eq(h->values[b->par[2]].data[0], mean1);   /* statistics untouched */
+    ck_assert_int_eq(find(h, "mix")->op, NTC_OP_add);
+    ck_assert_int_lt(ntc_graph_find_value(h, "mix.alpha"), 0);
+    ntc_graph_free(g), ntc_graph_free(h);
+}
+END_TEST
+
+/* A branch that a graph output also names cannot be scaled; a bad option
+ * value is refused. */
+START_TEST(fold_alpha_refusals)
+{
+    ntc_graph *g = mix_layer((branch_kind[]){B_TASK_CONV, B_TASK_CONV_BN}, 2, 4);
+    ntc_graph_add_output(g, "peek", find(g, "b1.bn")->out);
+    ntc_graph *h = same_outputs_after(g, "fold-alpha", 1, "output branch");
+    ck_assert_int_eq(find(h, "mix")->op, NTC_OP_mix);
+    ntc_err err = {0};
+    ck_assert_int_ne(ntc_run_passes(h, "fold-alpha:universal=2", NTC_PASS_INFERENCE, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "universal"));
+    ck_assert_int_ne(ntc_run_passes(h, "fold-alpha", NTC_PASS_TRAINING, &err), 0);
+    ntc_graph_free(g), ntc_graph_free(h);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("infer_passes");
@@ -337,6 +520,12 @@ int main(void)
     tcase_add_test(tc, fold_bn_by_hand);
     tcase_add_test(tc, fold_bn_never_writes_in_place);
     tcase_add_test(tc, fold_bn_inference_only);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fold-alpha");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, fold_alpha_random_mixes);
+    tcase_add_test(tc, fold_alpha_by_hand);
+    tcase_add_test(tc, fold_alpha_refusals);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
