@@ -194,6 +194,7 @@ START_TEST(every_allocation_failure_is_clean)
         if (live != 0) {
             printf("faults: failing allocation %ld (step %s, error '%s') leaks %ld blocks\n", n,
                    step_names[s], ntc_err_str(&err), live);
+            fflush(stdout);
             problems++;
         }
         if (s == STEP_DONE)
@@ -202,6 +203,7 @@ START_TEST(every_allocation_failure_is_clean)
         if (!strstr(err.msg, "memory")) {
             printf("faults: failing allocation %ld in step %s gives '%s', not out of memory\n", n,
                    step_names[s], ntc_err_str(&err));
+            fflush(stdout);
             problems++;
         }
     }
