@@ -65,4 +65,31 @@ int ntc_resnet_stages(ntc_resnet_arch arch);
  * ntc_resnet_check refuses o or memory runs out. */
 ntc_graph *ntc_resnet_build(const ntc_resnet_opts *o, ntc_err *err);
 
+/* ---- ONNX import -------------------------------------------------------- *
+ *
+ *   ntc_graph *g = ntc_onnx_import("resnet.onnx", &err);   // weights included
+ *   if (!g) fprintf(stderr, "ntc: error: %s\n", ntc_err_str(&err));
+ *   ntc_graph_write_xml(g, "backbone.xml", "backbone.safetensors", &err);
+ *
+ * Reads an ONNX model (opsets 9 to 17; docs/onnx.md lists the operators
+ * and attributes) into a verified graph whose parameters own their data
+ * (the float32 initializers, transposed or scaled where ntc's ops need
+ * it).  Graph inputs keep their ONNX names with the first dimension as
+ * the symbolic batch; outputs keep theirs.  Nodes are named after the
+ * ONNX nodes.  Blocks are recognised as in `ntc new resnet`: the nodes
+ * before the first residual block form the universal block "stem", each
+ * residual block (the nodes between residual joins) a universal block
+ * that is its own NetTailor layer, and the classifier (pooling, flatten,
+ * last Gemm/MatMul and whatever follows it) the task block "head".  The
+ * opset and producer are kept as metadata "onnx.opset", "onnx.producer".
+ *
+ * Errors: "FILE: node 'NAME' (OpType): what" for a node that cannot be
+ * imported (unsupported operators and attributes name the opset),
+ * "FILE: what" otherwise (malformed or truncated files, unsupported
+ * opsets, data types or input shapes).  Returns NULL with err filled. */
+ntc_graph *ntc_onnx_import(const char *path, ntc_err *err);
+/* The same from a serialised ModelProto in memory; `file` names it in
+ * messages and gives the graph's name (its base name without extension). */
+ntc_graph *ntc_onnx_import_buffer(const void *data, size_t len, const char *file, ntc_err *err);
+
 #endif
