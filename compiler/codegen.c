@@ -277,9 +277,12 @@ static int param_index(const ntc_cg_result *r, int v)
 }
 
 /* The entry: for b in [0, batch): run every step on item b. */
-static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *step_fns,
-                       const ntc_cg_result *r, bool hidden)
+static int emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *step_fns,
+                      const ntc_cg_result *r, bool hidden, ntc_err *err)
 {
+    LLVMValueRef *par = ntc_calloc((size_t)r->n_params + 1, sizeof *par);
+    if (!par)
+        return ntc_error(err, g->path, 0, "out of memory");
     LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->ptr};
     LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, 5, 0);
     LLVMValueRef fn = LLVMAddFunction(c->mod, NTC_CG_ENTRY, ft);
@@ -292,7 +295,6 @@ static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef
     LLVMValueRef ws = LLVMGetParam(fn, 4);
 
     /* Parameter pointers are loaded once, before the batch loop. */
-    LLVMValueRef *par = ntc_calloc((size_t)r->n_params + 1, sizeof *par);
     for (int i = 0; i < r->n_params; i++) {
         LLVMValueRef idx = cg_i64(c, i);
         par[i] = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildInBoundsGEP2(c->b, c->ptr, params, &idx, 1, ""), "");
@@ -318,6 +320,7 @@ static void emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef
     cg_end(c, &b);
     LLVMBuildRetVoid(c->b);
     ntc_free(par);
+    return 0;
 }
 
 /* Parameters read by the planned steps, in value-handle order. */
@@ -452,7 +455,8 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
             goto out;
         }
     }
-    emit_entry(&c, g, &p, fns, r, o && o->hidden_entry);
+    if (emit_entry(&c, g, &p, fns, r, o && o->hidden_entry, err))
+        goto out;
     char *msg = NULL;
     if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg)) {
         ntc_error(err, g->path, 0, "internal error: generated LLVM IR does not verify: %.900s", msg);
