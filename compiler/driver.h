@@ -38,6 +38,7 @@ void drv_json_string(FILE *f, const char *s);
     X(version, "print the version of ntc and of its IR") \
     X(check, "read a graph and its weights and verify them") \
     X(new, "build a standard backbone (ResNet) with fresh weights") \
+    X(import, "import an ONNX model with its weights (residual blocks become universal blocks)") \
     X(stats, "parameters and MACs per block, and totals") \
     X(dot, "draw the graph for Graphviz") \
     X(opt, "run a pipeline of optimisation passes (built in or from plugins)") \

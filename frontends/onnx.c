@@ -22,19 +22,21 @@
 
 /* ---- protobuf-c allocation through ntc's allocator (fault injection) ---- */
 
-static void *pb_alloc(void *ud, size_t size)
+/* allocator_data points to a bool set when an allocation fails, which
+ * protobuf-c's unpack does not report apart from malformed input. */
+static void *pb_alloc(void *failed, size_t size)
 {
-    (void)ud;
-    return ntc_malloc(size ? size : 1);
+    void *p = ntc_malloc(size ? size : 1);
+    if (!p)
+        *(bool *)failed = true;
+    return p;
 }
 
-static void pb_free(void *ud, void *p)
+static void pb_free(void *failed, void *p)
 {
-    (void)ud;
+    (void)failed;
     ntc_free(p);
 }
-
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
 
 /* ---- errors ---- */
 
@@ -517,8 +519,11 @@ static int read_outputs(onnx_importer *im, const Onnx__GraphProto *gp)
         name[n] = 0;
         if (!n)
             snprintf(name, sizeof name, "output%zu", k + 1);
+        for (int o = 0; o < im->g->n_outputs; o++)
+            if (!strcmp(im->g->outputs[o].name, name))
+                return ntc_error(im->err, im->file, 0, "graph output '%s' is listed twice", name);
         if (ntc_graph_add_output(im->g, name, b->value) < 0)
-            return ntc_error(im->err, im->file, 0, "graph output '%s' is listed twice", name);
+            return ntc_error(im->err, im->file, 0, "out of memory");
     }
     return 0;
 }
@@ -590,12 +595,15 @@ static int import_model(onnx_importer *im, const Onnx__ModelProto *m)
 
 ntc_graph *ntc_onnx_import_buffer(const void *data, size_t len, const char *file, ntc_err *err)
 {
+    bool out_of_memory = false;
+    ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, &out_of_memory};
     Onnx__ModelProto *m = onnx__model_proto__unpack(&pb_allocator, len, data);
     if (!m) {
-        /* protobuf-c says only that decoding failed; the usual causes are
-         * a file cut short or one that is not ONNX at all. */
-        ntc_error(err, file, 0, "not a valid ONNX model: the protobuf data is malformed or truncated (%zu bytes)",
-                  len);
+        if (out_of_memory)
+            ntc_error(err, file, 0, "out of memory decoding the ONNX model");
+        else
+            ntc_error(err, file, 0, "not a valid ONNX model: the protobuf data is malformed or truncated "
+                      "(%zu bytes)", len);
         return NULL;
     }
     char name[256];
