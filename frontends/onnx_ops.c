@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_WINDOW 65536         /* kernel, stride, dilation and padding limit */
@@ -224,9 +225,13 @@ static int batchnorm(onnx_importer *im, const Onnx__NodeProto *np)
     if (n < 0)
         return -1;
     /* ONNX: running = running * momentum + batch * (1 - momentum); ntc
-     * weighs the batch by its momentum, as PyTorch does. */
+     * weighs the batch by its momentum, as PyTorch does.  The complement
+     * is taken of the float's shortest decimal form, so an exported 0.9
+     * becomes 0.1 rather than 1 - 0.9f = 0.100000024. */
+    char dec[32];
+    snprintf(dec, sizeof dec, "%.7g", momentum);
     im->g->nodes[n].a.epsilon = eps;
-    im->g->nodes[n].a.momentum = 1.0f - momentum;
+    im->g->nodes[n].a.momentum = (float)(1.0 - strtod(dec, NULL));
     if (onnx_infer_node(im, np, n))
         return -1;
     for (int k = 0; k < 4; k++) {
