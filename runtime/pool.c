@@ -9,9 +9,15 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+typedef struct worker_arg {
+    struct ntc_pool *p;
+    int index;
+} worker_arg;
+
 struct ntc_pool {
     int threads;
     pthread_t *tid;
+    worker_arg *args;            /* what each worker is started with */
     int started;                 /* workers actually created */
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -23,16 +29,10 @@ struct ntc_pool {
     int ntasks;
 };
 
-typedef struct {
-    ntc_pool *p;
-    int index;
-} worker_arg;
-
 static void *worker(void *arg)
 {
     ntc_pool *p = ((worker_arg *)arg)->p;
     int index = ((worker_arg *)arg)->index;
-    ntc_free(arg);
     unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -64,19 +64,14 @@ ntc_pool *ntc_pool_new(int threads)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
-    if (p->threads > 1 && !(p->tid = ntc_calloc((size_t)p->threads, sizeof(pthread_t)))) {
+    if (p->threads > 1 && (!(p->tid = ntc_calloc((size_t)p->threads, sizeof(pthread_t))) ||
+                           !(p->args = ntc_calloc((size_t)p->threads, sizeof(worker_arg))))) {
         ntc_pool_free(p);
         return NULL;
     }
     for (int i = 1; i < p->threads; i++) {
-        worker_arg *a = ntc_malloc(sizeof *a);
-        if (!a) {
-            ntc_pool_free(p);
-            return NULL;
-        }
-        *a = (worker_arg){p, i};
-        if (pthread_create(&p->tid[i], NULL, worker, a)) {
-            ntc_free(a);
+        p->args[i] = (worker_arg){p, i};
+        if (pthread_create(&p->tid[i], NULL, worker, &p->args[i])) {
             ntc_pool_free(p);
             return NULL;
         }
@@ -123,5 +118,6 @@ void ntc_pool_free(ntc_pool *p)
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);
     ntc_free(p->tid);
+    ntc_free(p->args);
     ntc_free(p);
 }
