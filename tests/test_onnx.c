@@ -237,6 +237,35 @@ START_TEST(cli_import_tailor_run)
 }
 END_TEST
 
+/* ONNX graphs may have several inputs: `ntc run` binds them by name, in any order. */
+START_TEST(cli_two_named_inputs)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    int rc = tu_ntc(&out, "import %s -o %s/two.xml", fixture("two_inputs.onnx"), dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_ptr_nonnull(strstr(out, "input  a [N,6]"));
+    ck_assert_ptr_nonnull(strstr(out, "input  b [N,3]"));
+    free(out);
+    char a[1024];
+    snprintf(a, sizeof a, "%s", fixture("two_inputs_a.npy")); /* fixture() reuses its buffer */
+    rc = tu_ntc(&out, "run %s/two.xml --input b=%s --input a=%s -o y=%s/y.npy", dir, fixture("two_inputs_b.npy"),
+                a, dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/y.npy", dir);
+    ntc_array y = {0}, want = load_npy("two_inputs_output.npy");
+    ntc_err err = {0};
+    ck_assert_msg(ntc_npy_read(path, &y, &err) == 0, "%s", ntc_err_str(&err));
+    ck_assert_int_eq(ntc_array_numel(&y), ntc_array_numel(&want));
+    for (int64_t i = 0; i < ntc_array_numel(&y); i++)
+        ck_assert_msg(fabsf(((float *)y.data)[i] - ((float *)want.data)[i]) <= 1e-4f, "item %lld", (long long)i);
+    ntc_array_free(&y);
+    ntc_array_free(&want);
+}
+END_TEST
+
 /* ---- refusals ------------------------------------------------------------------ */
 
 static void expect_import_error(const char *name, const char *needle)
@@ -498,6 +527,7 @@ int main(void)
     tcase_add_test(tc, ops_match_reference);
     tcase_add_test(tc, resnet_blocks);
     tcase_add_test(tc, cli_import_tailor_run);
+    tcase_add_test(tc, cli_two_named_inputs);
     tcase_add_test(tc, unsupported_op_and_opset);
     tcase_add_test(tc, refused_edits);
     tcase_add_test(tc, truncated_files);
