@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char eval_help[] =
     "usage: ntc eval GRAPH.xml --data SOURCE [OPTIONS]\n"
@@ -182,6 +183,7 @@ int cmd_eval(int argc, char **argv)
         drv_failf("out of memory for a batch of %d", batch);
         goto done;
     }
+    bool progress = isatty(STDERR_FILENO);   /* a progress line on a terminal only */
     double loss = 0, busy = 0;
     int64_t hits = 0;
     for (int64_t at = 0; at < total; at += batch) {
@@ -199,7 +201,11 @@ int cmd_eval(int argc, char **argv)
         const float *logits = ntc_exec_output(x, 0);
         for (int i = 0; i < n; i++)
             score(logits + i * classes, classes, labels[i], &loss, &hits);
+        if (progress)
+            fprintf(stderr, "\r%lld/%lld images", (long long)(at + n), (long long)total);
     }
+    if (progress)
+        fputs("\r\033[K", stderr);
     printf("%s: %lld images\n", ds->name, (long long)total);
     printf("accuracy %.2f%%  loss %.4f  %.0f images/s (forward only, batch %d, %d threads)\n",
            100.0 * (double)hits / (double)total, loss / (double)total, (double)total / busy, batch,

@@ -6,7 +6,11 @@
  * nodes.  Where a value lives for thread t:
  *   graph input   the caller's array, at the slice's first item
  *   graph output  the executor's output buffer [max_batch, ...], at the slice
- *   intermediate  arena[t] + offset * slice_cap, laid out [slice_cap, ...]
+ *   intermediate  arena[t] + offset * chunk, laid out [chunk, ...]
+ * A thread walks its slice in chunks of at most `chunk` items, running the
+ * whole schedule on each, so that a chunk's live activations stay in the
+ * core's cache (the whole slice's would not: 128 items of a 28x28
+ * ResNet-20 are 19 MB).
  * OpenBLAS is pinned to one thread for the same reason.  A batch smaller
  * than the pool runs as one slice whose convolutions share out their rows
  * (kern_conv.c). */
@@ -23,7 +27,8 @@ struct ntc_exec {
     ntc_graph *g;
     ntc_plan *plan;
     ntc_pool *pool;
-    int max_batch, threads, slice_cap;
+    int max_batch, threads;
+    int chunk;                   /* items per pass through the schedule */
     int slices;                  /* most slices a batch is cut into: min(threads, max_batch) */
     int64_t work_floats;         /* largest workspace any node needs */
     int max_in;                  /* most inputs of any node */
@@ -50,7 +55,7 @@ static float *locate(const ntc_exec *x, int v, int t, int b0)
         return (float *)x->inputs[x->input_of[v]] + b0 * numel(x, v);
     if (x->output_of[v] >= 0)
         return x->outbuf[x->output_of[v]] + b0 * numel(x, v);
-    return x->arena[t] + x->plan->offset[v] * x->slice_cap;
+    return x->arena[t] + x->plan->offset[v] * x->chunk;
 }
 
 static ntc_shape batch_shape(const ntc_exec *x, int v, int batch)
@@ -60,18 +65,10 @@ static ntc_shape batch_shape(const ntc_exec *x, int v, int batch)
     return s;
 }
 
-static void run_slice(void *arg, int t)
+/* Runs the schedule on items [b0, b0 + count) with thread t's arena. */
+static void run_chunk(ntc_exec *x, int t, int b0, int count, ntc_pool *team)
 {
-    run_ctx *c = arg;
-    ntc_exec *x = c->x;
     const ntc_graph *g = x->g;
-    /* Thread t takes items [b0, b1): the first batch % ntasks threads take one more. */
-    int base = x->batch / c->ntasks, extra = x->batch % c->ntasks;
-    int b0 = t * base + (t < extra ? t : extra);
-    int count = base + (t < extra);
-    /* A batch smaller than the pool runs as one slice whose kernels may
-     * split their own work over the idle threads. */
-    ntc_pool *team = c->ntasks == 1 && x->threads > 1 ? x->pool : NULL;
     const float *in[x->max_in > 0 ? x->max_in : 1];
     ntc_shape in_shape[x->max_in > 0 ? x->max_in : 1];
     ntc_shape par_shape[NTC_MAX_PARAMS];
@@ -91,6 +88,32 @@ static void run_slice(void *arg, int t)
         k.out_shape = batch_shape(x, n->out, count);
         ntc_kernels[n->op].forward(&k);
     }
+}
+
+static void run_slice(void *arg, int t)
+{
+    run_ctx *c = arg;
+    ntc_exec *x = c->x;
+    /* Thread t takes items [b0, b0 + count): the first batch % ntasks threads take one more. */
+    int base = x->batch / c->ntasks, extra = x->batch % c->ntasks;
+    int b0 = t * base + (t < extra ? t : extra);
+    int count = base + (t < extra);
+    /* A batch smaller than the pool runs as one slice whose kernels may
+     * split their own work over the idle threads. */
+    ntc_pool *team = c->ntasks == 1 && x->threads > 1 ? x->pool : NULL;
+    for (int at = b0; at < b0 + count; at += x->chunk)
+        run_chunk(x, t, at, b0 + count - at < x->chunk ? b0 + count - at : x->chunk, team);
+}
+
+/* Items per chunk: as many as keep the arena within CHUNK_BYTES (about a
+ * core's L2 cache), at least 1, at most a slice. */
+#define CHUNK_BYTES (512 * 1024)
+
+static int chunk_items(const ntc_plan *p, int slice)
+{
+    int64_t per_item = p->arena_floats * (int64_t)sizeof(float);
+    int64_t n = per_item > 0 ? CHUNK_BYTES / per_item : slice;
+    return n < 1 ? 1 : n > slice ? slice : (int)n;
 }
 
 /* Checks what the kernels rely on: parameters with data, a leading batch
@@ -162,7 +185,7 @@ static int alloc_threads(ntc_exec *x)
         return -1;
     for (int t = 0; t < x->slices; t++) {
         /* +1 keeps the allocation non-empty for graphs without intermediates. */
-        if (!(x->arena[t] = ntc_malloc(sizeof(float) * (size_t)(x->plan->arena_floats * x->slice_cap + 1))) ||
+        if (!(x->arena[t] = ntc_malloc(sizeof(float) * (size_t)(x->plan->arena_floats * x->chunk + 1))) ||
             !(x->work[t] = ntc_malloc(sizeof(float) * (size_t)(x->work_floats + 1))))
             return -1;
     }
@@ -190,9 +213,9 @@ ntc_exec *ntc_exec_new_threads(ntc_graph *g, int max_batch, int threads, ntc_err
     x->max_batch = max_batch;
     x->threads = threads;
     x->slices = threads < max_batch ? threads : max_batch;
-    x->slice_cap = (max_batch + x->slices - 1) / x->slices;
     if (!(x->plan = ntc_plan_new(g, err)) || check_graph(x, err))
         goto fail;
+    x->chunk = chunk_items(x->plan, (max_batch + x->slices - 1) / x->slices);
     if (bind_io(x) || alloc_threads(x)) {
         ntc_error(err, g->path, 0, "out of memory for %d threads at batch %d", threads, max_batch);
         goto fail;
