@@ -79,15 +79,16 @@ static int head_start(const onnx_importer *im)
     }
 }
 
-/* The last path component of the common '/'-scope of nodes [from, to]
- * in block b: "/layer1/layer1.0/conv1/Conv", "/layer1/layer1.0/Add" ->
+/* The last path component of the common '/'-scope of the nodes of
+ * segment `seg` (the residual segment itself, not the nodes attached to
+ * it): "/layer1/layer1.0/conv1/Conv", "/layer1/layer1.0/Add" ->
  * "layer1.0".  Empty if they share no scope. */
-static void scope_name(const ntc_graph *g, const int *block_of, int b, char *buf, size_t len)
+static void scope_name(const ntc_graph *g, const int *seg_of, int h, int seg, char *buf, size_t len)
 {
     const char *first = NULL;
     size_t common = 0;
-    for (int k = 0; k < g->n_nodes; k++) {
-        if (block_of[k] != b)
+    for (int k = 0; k < h; k++) {
+        if (seg_of[k] != seg)
             continue;
         const char *s = g->nodes[k].name;
         if (!first) {
@@ -186,9 +187,8 @@ int onnx_assign_blocks(onnx_importer *im)
     int h = head_start(im);
     int n_seg = segments(g, cut, h, seg_of, residual);
     group_segments(g, seg_of, residual, n_seg, h, group);
-    /* Number the groups in order: the stem (group -1) first, then each
-     * residual segment; block_of holds provisional ids before the blocks
-     * exist so that scope_name can look at a group's nodes. */
+    /* Group ids in order: the stem (group -1) is 0, then residual
+     * segment s is s + 1; the head is n + 1. */
     for (int k = 0; k < n; k++)
         block_of[k] = k < h ? group[seg_of[k]] + 1 : n + 1;
     int blocks = 0;
@@ -203,7 +203,7 @@ int onnx_assign_blocks(onnx_importer *im)
         if (gid == 0) {
             b = make_block(im, "stem", "stem", NTC_ROLE_UNIVERSAL, false);
         } else {
-            scope_name(g, block_of, gid, scope, sizeof scope);
+            scope_name(g, seg_of, h, gid - 1, scope, sizeof scope);
             snprintf(fallback, sizeof fallback, "block%d", ++blocks);
             b = make_block(im, scope, fallback, NTC_ROLE_UNIVERSAL, true);
         }

@@ -175,6 +175,26 @@ START_TEST(resnet_blocks)
 }
 END_TEST
 
+/* Pre-activation blocks: the batchnorm and relu before the split belong to
+ * the block they open, the final batchnorm and relu close the last block. */
+START_TEST(preact_blocks)
+{
+    ntc_graph *g = import_ok("preact.onnx");
+    ck_assert_int_eq(g->n_blocks, 4);
+    ck_assert_str_eq(block_name(g, "/conv/Conv"), "stem");
+    ck_assert_str_eq(block_name(g, "/layer1/bn1/BatchNormalization"), "layer1");
+    ck_assert_str_eq(block_name(g, "/layer1/Add"), "layer1");
+    ck_assert_str_eq(block_name(g, "/layer2/bn1/BatchNormalization"), "layer2");
+    ck_assert_str_eq(block_name(g, "/layer2/Relu"), "layer2");
+    ck_assert_str_eq(block_name(g, "/layer2/down/Conv"), "layer2");
+    ck_assert_str_eq(block_name(g, "/bn/BatchNormalization"), "layer2");
+    ck_assert_str_eq(block_name(g, "/Relu"), "layer2");
+    ck_assert_str_eq(block_name(g, "/GlobalAveragePool"), "head");
+    check_against_pytorch(g, "preact");
+    ntc_graph_free(g);
+}
+END_TEST
+
 /* ---- the command line: import, run, tailor, run ------------------------------ */
 
 START_TEST(cli_import_tailor_run)
@@ -526,6 +546,7 @@ int main(void)
     tcase_add_test(tc, mlp_matches_pytorch);
     tcase_add_test(tc, ops_match_reference);
     tcase_add_test(tc, resnet_blocks);
+    tcase_add_test(tc, preact_blocks);
     tcase_add_test(tc, cli_import_tailor_run);
     tcase_add_test(tc, cli_two_named_inputs);
     tcase_add_test(tc, unsupported_op_and_opset);
