@@ -19,8 +19,9 @@
  *
  * Threading model: ntc's own thread pool, and nothing else.  With T
  * threads a batch of at least T items is cut into T contiguous slices and
- * each thread runs the whole schedule on its slice, in its own arena, with
- * no synchronisation between nodes (one fork/join per run).  A smaller
+ * each thread runs the whole schedule on its slice (in chunks of items
+ * whose activations fit in the core's cache), in its own arena, with no
+ * synchronisation between nodes (one fork/join per run).  A smaller
  * batch (batch 1 on two cores) runs as one slice on the calling thread and
  * each convolution splits its output rows over the pool instead (one
  * fork/join per convolution).  OpenBLAS is pinned to one thread so it
