@@ -464,12 +464,16 @@ static int input_shape(onnx_importer *im, const Onnx__ValueInfoProto *vi, ntc_sh
     s->dims[0] = NTC_BATCH;
     if (sp->dim[0]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && !im->export_batch)
         im->export_batch = sp->dim[0]->dim_value;
+    int64_t item = 1;
     for (size_t d = 1; d < sp->n_dim; d++) {
         const Onnx__TensorShapeProto__Dimension *dim = sp->dim[d];
-        if (dim->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE || dim->dim_value < 1 ||
-            dim->dim_value > (INT64_C(1) << 30))
+        if (dim->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE || dim->dim_value < 1)
             return ntc_error(im->err, im->file, 0, "input '%s': dimension %zu must be a fixed size (only the "
                              "first, the batch, may be symbolic)", vi->name, d);
+        /* One item beyond 2^31 elements is far beyond what ntc runs. */
+        if (dim->dim_value > (INT64_C(1) << 31) / item)
+            return ntc_error(im->err, im->file, 0, "input '%s' is too large per item", vi->name);
+        item *= dim->dim_value;
         s->dims[d] = dim->dim_value;
     }
     return 0;

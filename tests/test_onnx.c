@@ -429,9 +429,11 @@ START_TEST(truncated_files)
     ntc_err err = {0};
     char *data = ntc_read_file(fixture("resnet8.onnx"), &len, &err);
     ck_assert_ptr_nonnull(data);
-    /* every prefix shorter than the file is refused: the top-level fields
-     * end with the opset list, and every nested message is length-prefixed */
-    for (size_t cut = 0; cut < len; cut += cut < 64 ? 1 : 997) {
+    /* A prefix of the file is never a model: nested messages are
+     * length-prefixed and the top-level fields end with the opset list.
+     * Every cut in the first and last bytes (headers, graph inputs and
+     * outputs, opsets), every 997th in between (the weights). */
+    for (size_t cut = 0; cut < len; cut += cut < 64 || cut + 400 >= len ? 1 : 997) {
         memset(&err, 0, sizeof err);
         ntc_graph *g = ntc_onnx_import_buffer(data, cut, "cut.onnx", &err);
         ck_assert_msg(g == NULL, "a %zu-byte prefix imported", cut);
@@ -439,8 +441,10 @@ START_TEST(truncated_files)
     }
     memset(&err, 0, sizeof err);
     ck_assert_ptr_null(ntc_onnx_import_buffer(data, len / 2, "half.onnx", &err));
-    ck_assert_str_eq(ntc_err_str(&err), "half.onnx: not a valid ONNX model: the protobuf data is malformed or "
-                                        "truncated (160232 bytes)");
+    char want[256];
+    snprintf(want, sizeof want, "half.onnx: not a valid ONNX model: the protobuf data is malformed or truncated "
+             "(%zu bytes)", len / 2);
+    ck_assert_str_eq(ntc_err_str(&err), want);
     ntc_free(data);
 
     expect_import_error("../xml/good_student.xml", "not a valid ONNX model");
