@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char train_help[] =
@@ -299,7 +300,11 @@ int cmd_train(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     ntc_train_result res;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int st = ntc_train(g, &c.t, &res, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (st < 0) {
@@ -313,8 +318,8 @@ int cmd_train(int argc, char **argv)
         rc = 130;
         goto done;
     }
-    printf("trained %d epochs, %lld steps in %.1f s of steps (%.0f images/s); last epoch: train loss %.4f acc %.2f%%\n",
-           res.epochs_done, (long long)res.steps, res.seconds, res.images_per_s, res.train_loss, 100 * res.train_acc);
+    printf("trained %d epochs (%lld steps) in %.1f s; last epoch: train loss %.4f acc %.2f%%, %.0f images/s\n",
+           res.epochs_done, (long long)res.steps, wall, res.train_loss, 100 * res.train_acc, res.images_per_s);
     if (c.t.nettailor)
         printf("E[C] %.4f\n", res.complexity);
     if (!c.no_test && test_eval(&c, g))

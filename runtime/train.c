@@ -582,17 +582,13 @@ static int end_epoch(run *r, double lr, ntc_train_result *res, ntc_err *err)
         fprintf(o->log, "  %.1f s  %.0f img/s      \n", r->at.busy, ips);
         fflush(o->log);
     }
-    char line[512];
+    char line[512], val[128] = "\"val_loss\": null, \"val_acc\": null";
+    if (r->val)
+        snprintf(val, sizeof val, "\"val_loss\": %.6f, \"val_acc\": %.6f", vl, va);
     snprintf(line, sizeof line,
-             "{\"epoch\": %lld, \"lr\": %.6g, \"train_loss\": %.6f, \"train_acc\": %.6f, \"val_loss\": %s%.6f%s, "
-             "\"val_acc\": %s%.6f%s, \"complexity\": %.6f, \"time\": %.3f, \"images_per_s\": %.1f}\n",
-             (long long)r->at.epoch + 1, lr, tl, ta, r->val ? "" : "\"", r->val ? vl : 0.0, r->val ? "" : "\"",
-             r->val ? "" : "\"", r->val ? va : 0.0, r->val ? "" : "\"", ec, r->at.busy, ips);
-    if (!r->val) {               /* JSON has no NaN: null */
-        char *p;
-        while ((p = strstr(line, "\"0.000000\"")))
-            memmove(p + 4, p + 10, strlen(p + 10) + 1), memcpy(p, "null", 4);
-    }
+             "{\"epoch\": %lld, \"lr\": %.6g, \"train_loss\": %.6f, \"train_acc\": %.6f, %s, "
+             "\"complexity\": %.6f, \"time\": %.3f, \"images_per_s\": %.1f}\n",
+             (long long)r->at.epoch + 1, lr, tl, ta, val, ec, r->at.busy, ips);
     if (log_append(r, line))
         return ntc_error(err, NULL, 0, "out of memory");
     *res = (ntc_train_result){.epochs_done = (int)r->at.epoch + 1, .steps = r->at.step, .train_loss = tl,
