@@ -519,22 +519,28 @@ static int fold_bias(onnx_importer *im, const Onnx__NodeProto *np, int x, const 
     return rc ? -1 : onnx_bind_act(im, np, x);
 }
 
-/* Which of np's two inputs is a constant: 0 or 1, -1 if none; fails if both. */
+/* Which of np's two inputs is a constant: 0 or 1, -1 if neither; -2
+ * (with the error filled) if both are or an input is undefined. */
 static int const_operand(onnx_importer *im, const Onnx__NodeProto *np)
 {
-    if (np->n_input != 2)
-        return onnx_node_fail(im, np, "expects 2 inputs, has %zu", np->n_input), -2;
+    if (np->n_input != 2) {
+        onnx_node_fail(im, np, "expects 2 inputs, has %zu", np->n_input);
+        return -2;
+    }
     int which = -1;
     for (int k = 0; k < 2; k++) {
         onnx_binding *b = onnx_lookup(im, np->input[k]);
-        if (!b)
-            return onnx_node_fail(im, np, "input %d reads '%s', which nothing defines before it", k + 1,
-                                  np->input[k]), -2;
+        if (!b) {
+            onnx_node_fail(im, np, "input %d reads '%s', which nothing defines before it", k + 1, np->input[k]);
+            return -2;
+        }
+        if (b->constant >= 0 && which >= 0) {
+            onnx_node_fail(im, np, "both inputs are constants (constant folding is not supported)");
+            return -2;
+        }
         if (b->constant >= 0)
-            which = which < 0 ? k : 2;
+            which = k;
     }
-    if (which == 2)
-        return onnx_node_fail(im, np, "both inputs are constants (constant folding is not supported)"), -2;
     return which;
 }
 
@@ -583,11 +589,11 @@ static int mul(onnx_importer *im, const Onnx__NodeProto *np)
     int k = const_operand(im, np);
     if (k == -2)
         return -1;
-    int x = k < 0 ? -1 : onnx_input_act(im, np, (size_t)(1 - k));
-    const onnx_const *c = x < 0 ? NULL : onnx_input_const(im, np, (size_t)k);
-    if (k < 0)
+    if (k == -1)
         return onnx_node_fail(im, np, "Mul of two computed tensors is not supported (opset %" PRId64 "): ntc has "
                               "no elementwise product op", im->opset);
+    int x = onnx_input_act(im, np, (size_t)(1 - k));
+    const onnx_const *c = x < 0 ? NULL : onnx_input_const(im, np, (size_t)k);
     if (!c)
         return -1;
     const ntc_shape *s = act_shape(im, x);
