@@ -15,40 +15,46 @@
 #
 #   examples/demo.sh            the default run (about 15 minutes on 2 cores)
 #   examples/demo.sh --full     longer schedules, closer to the paper's
+#   examples/demo.sh --smoke    a ResNet-8 and a few hundred images per stage:
+#                               checks the whole pipeline in a minute or two
 #   NTC_DEMO_OUT=DIR            where everything goes (default demo-out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 
-full=0
+mode=default
 case "${1:-}" in
-  --full) full=1 ;;
+  --full) mode=full ;;
+  --smoke) mode=smoke ;;
   "") ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-  *) echo "usage: examples/demo.sh [--full]" >&2; exit 2 ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  *) echo "usage: examples/demo.sh [--full|--smoke]" >&2; exit 2 ;;
 esac
 
-.ci/setup
-ntc=$PWD/build/ntc
+NTC_BUILD_TARGETS=ntc .ci/setup
+ntc=${NTC:-$PWD/build/ntc}
 out=${NTC_DEMO_OUT:-demo-out}
-mkdir -p "$out/cache"
 log() { printf '\n== %s\n' "$*"; }
 
 # Schedules: epochs of the source task and, per stage, how many images a
 # target task sees (epochs x training-set size, capped for the big task).
-if ((full)); then
-  src_epochs=12; teacher_img=150000; tune_img=150000; retrain_img=100000
-else
-  src_epochs=3; teacher_img=30000; tune_img=40000; retrain_img=25000
-fi
+depth=20 src_limit=0
+case $mode in
+  full)    src_epochs=12; teacher_img=150000; tune_img=150000; retrain_img=100000 ;;
+  default) src_epochs=3;  teacher_img=30000;  tune_img=40000;  retrain_img=25000 ;;
+  smoke)   src_epochs=1;  teacher_img=512;    tune_img=512;    retrain_img=256
+           depth=8 src_limit=2048 out=${NTC_DEMO_OUT:-demo-smoke} ;;
+esac
 
 # ---- the source task: a ResNet-20 pre-trained on Fashion-MNIST ----------------
-backbone=$out/cache/fmnist-e$src_epochs.xml
+mkdir -p "$out/cache"
+backbone=$out/cache/fmnist-d$depth-e$src_epochs.xml
 if [ ! -f "$backbone" ]; then
-  log "pre-training ResNet-20 on Fashion-MNIST ($src_epochs epochs; cached in $out/cache)"
-  "$ntc" new resnet --depth 20 --input 1x28x28 --classes 10 -o "$out/cache/resnet20.xml"
-  "$ntc" train "$out/cache/resnet20.xml" --data fashion-mnist --epochs "$src_epochs" --batch 128 \
-    --lr 0.1 --schedule cosine -o "$backbone"
+  log "pre-training ResNet-$depth on Fashion-MNIST ($src_epochs epochs; cached in $out/cache)"
+  "$ntc" new resnet --depth "$depth" --input 1x28x28 --classes 10 -o "$out/cache/resnet$depth.xml"
+  limit=(); ((src_limit)) && limit=(--limit "$src_limit")
+  "$ntc" train "$out/cache/resnet$depth.xml" --data fashion-mnist --epochs "$src_epochs" --batch 128 \
+    --lr 0.1 --schedule cosine "${limit[@]}" -o "$backbone"
 else
   log "using the cached backbone $backbone"
 fi
@@ -75,6 +81,7 @@ limit_for() { # images-to-see train-size -> examples per epoch
 rows=()
 for t in "${tasks[@]}"; do
   read -r name data classes n_train n_universal <<<"$t"
+  [ "$mode" = smoke ] && n_universal=1   # ResNet-8 has only 3 layers
   d=$out/$name
   mkdir -p "$d"
   stage() { # stage-name images -> "--epochs E --limit L"

@@ -1,9 +1,12 @@
 /* prune: NetTailor's third stage, on a tailored and trained graph.
  *
  * Excludes (alpha = softmax over a layer's current branches):
- *   - the `universal` universal blocks with the lowest alpha, and any whose
- *     alpha is <= `universal-threshold`;
- *   - every proxy whose alpha is <= `proxy-threshold`.
+ *   - every proxy whose alpha is <= `proxy-threshold`, and every universal
+ *     block whose alpha is <= `universal-threshold`;
+ *   - then the `universal` universal blocks with the lowest alpha, lowest
+ *     first, skipping any whose removal would leave a layer the network
+ *     needs (the one the classifier reads) without branches: a network
+ *     cannot lose its output, so such a block stays and the pass says so.
  * Then propagates until nothing changes:
  *   - a layer with no kept branch is dead, and so is every branch that
  *     reads its output;
@@ -26,37 +29,24 @@
 typedef struct {
     ntc_nt_model *m;
     double **alpha;              /* per layer, per branch */
-    bool **cut;                  /* per layer, per branch: excluded */
-    bool *dead;                  /* per layer */
+    bool **cut;                  /* per layer, per branch: excluded (rows of cut_flat) */
+    bool *cut_flat, *saved_cut;  /* n_branches_total entries */
+    bool *dead, *saved_dead;     /* per layer */
+    int n_branches;              /* over all layers */
 } prune_state;
 
 static void state_free(prune_state *s)
 {
     if (s->m)
-        for (int l = 0; l < s->m->n_layers; l++) {
+            for (int l = 0; l < s->m->n_layers; l++)
             ntc_free(s->alpha ? s->alpha[l] : NULL);
-            ntc_free(s->cut ? s->cut[l] : NULL);
-        }
     ntc_free(s->alpha);
     ntc_free(s->cut);
+    ntc_free(s->cut_flat);
+    ntc_free(s->saved_cut);
     ntc_free(s->dead);
+    ntc_free(s->saved_dead);
     ntc_nt_free(s->m);
-}
-
-/* Marks the n kept universal branches with the lowest alpha as cut. */
-static void cut_lowest_universal(prune_state *s, long n)
-{
-    for (long k = 0; k < n; k++) {
-        int bl = -1, bb = -1;
-        for (int l = 0; l < s->m->n_layers; l++)
-            for (int b = 0; b < s->m->layers[l].n_branches; b++)
-                if (s->m->layers[l].br[b].universal && !s->cut[l][b] &&
-                    (bl < 0 || s->alpha[l][b] < s->alpha[bl][bb]))
-                    bl = l, bb = b;
-        if (bl < 0)
-            return;
-        s->cut[bl][bb] = true;
-    }
 }
 
 /* One round of propagation; returns whether anything changed. */
@@ -87,6 +77,61 @@ static bool propagate(prune_state *s)
                 s->cut[l][b] = changed = true;
         }
     return changed;
+}
+
+static void settle(prune_state *s)
+{
+    while (propagate(s))
+        ;
+}
+
+/* A layer the network needs (read by the classifier or a graph output) is dead. */
+static int needed_layer_dead(const prune_state *s)
+{
+    for (int l = 0; l < s->m->n_layers; l++)
+        if (s->dead[l] && s->m->layers[l].fixed_reader)
+            return l;
+    return -1;
+}
+
+/* Cuts the n lowest-alpha universal blocks, lowest first, skipping any
+ * whose removal (after propagation) would kill a layer the network needs:
+ * removing it would disconnect the classifier.  Returns how many it cut;
+ * the skipped ones are reported on ctx's output. */
+static long cut_lowest_universal(prune_state *s, long n, const ntc_pass_ctx *ctx)
+{
+    size_t nb = (size_t)s->n_branches, nl = (size_t)s->m->n_layers;
+    long done = 0;
+    double floor_alpha = -1;
+    int floor_l = -1, floor_b = -1;
+    while (done < n) {
+        /* the next candidate: lowest alpha above the last one tried */
+        int bl = -1, bb = -1;
+        for (int l = 0; l < s->m->n_layers; l++)
+            for (int b = 0; b < s->m->layers[l].n_branches; b++) {
+                double a = s->alpha[l][b];
+                bool after = a > floor_alpha || (a == floor_alpha && (l > floor_l || (l == floor_l && b > floor_b)));
+                if (s->m->layers[l].br[b].universal && !s->cut[l][b] && after &&
+                    (bl < 0 || a < s->alpha[bl][bb]))
+                    bl = l, bb = b;
+            }
+        if (bl < 0)
+            break;
+        floor_alpha = s->alpha[bl][bb], floor_l = bl, floor_b = bb;
+        memcpy(s->saved_cut, s->cut_flat, nb);
+        memcpy(s->saved_dead, s->dead, nl);
+        s->cut[bl][bb] = true;
+        settle(s);
+        if (needed_layer_dead(s) >= 0) {
+            memcpy(s->cut_flat, s->saved_cut, nb);
+            memcpy(s->dead, s->saved_dead, nl);
+            fprintf(ntc_pass_out(ctx), "prune: kept universal block of layer '%s' (alpha %.3f): removing it "
+                    "would disconnect the classifier\n", s->m->layers[bl].name, s->alpha[bl][bb]);
+            continue;
+        }
+        done++;
+    }
+    return done;
 }
 
 static int record(ntc_graph *g, const ntc_nt_layer *l, const ntc_nt_branch *b, double alpha)
@@ -165,37 +210,42 @@ static int run(ntc_graph *g, const ntc_pass_ctx *ctx, ntc_err *err)
         ntc_error(err, g->path, 0, "prune: the graph has no NetTailor layers (run the tailor pass first)");
         goto done;
     }
+    for (int l = 0; l < L; l++)
+        s.n_branches += s.m->layers[l].n_branches;
     s.alpha = ntc_calloc((size_t)L, sizeof(double *));
     s.cut = ntc_calloc((size_t)L, sizeof(bool *));
+    s.cut_flat = ntc_calloc((size_t)s.n_branches + 1, sizeof(bool));
+    s.saved_cut = ntc_calloc((size_t)s.n_branches + 1, sizeof(bool));
     s.dead = ntc_calloc((size_t)L, sizeof(bool));
-    if (!s.alpha || !s.cut || !s.dead)
+    s.saved_dead = ntc_calloc((size_t)L, sizeof(bool));
+    if (!s.alpha || !s.cut || !s.cut_flat || !s.saved_cut || !s.dead || !s.saved_dead)
         goto oom;
-    for (int l = 0; l < L; l++) {
+    for (int l = 0, at = 0; l < L; l++) {
         int nb = s.m->layers[l].n_branches;
         if (nb > 64) {
             ntc_node_error(err, g, s.m->layers[l].mix, "more than 64 branches");
             goto done;
         }
         s.alpha[l] = ntc_calloc((size_t)nb, sizeof(double));
-        s.cut[l] = ntc_calloc((size_t)nb, sizeof(bool));
-        if (!s.alpha[l] || !s.cut[l])
+        if (!s.alpha[l])
             goto oom;
+        s.cut[l] = s.cut_flat + at;
+        at += nb;
         ntc_nt_alphas(g, &s.m->layers[l], s.alpha[l]);
         for (int b = 0; b < nb; b++) {
             double thr = s.m->layers[l].br[b].universal ? u_thr : p_thr;
             s.cut[l][b] = s.alpha[l][b] <= thr;
         }
     }
-    cut_lowest_universal(&s, n_universal);
-    while (propagate(&s))
-        ;
-    for (int l = 0; l < L; l++)
-        if (s.dead[l] && s.m->layers[l].fixed_reader) {
-            ntc_node_error(err, g, s.m->layers[l].mix,
-                           "pruning removes every branch of layer '%s', whose output the network needs; "
-                           "prune fewer universal blocks or lower the thresholds", s.m->layers[l].name);
-            goto done;
-        }
+    settle(&s);
+    int dead_needed = needed_layer_dead(&s);
+    if (dead_needed >= 0) {
+        ntc_node_error(err, g, s.m->layers[dead_needed].mix,
+                       "the thresholds remove every branch of layer '%s', whose output the network needs; "
+                       "lower the thresholds", s.m->layers[dead_needed].name);
+        goto done;
+    }
+    cut_lowest_universal(&s, n_universal, ctx);
     rc = apply(g, &s, err);
     goto done;
 oom:

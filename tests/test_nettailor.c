@@ -229,8 +229,11 @@ START_TEST(prune_unread_layer_dies)
 }
 END_TEST
 
-/* Nothing below the thresholds: the graph is unchanged; everything cut
- * in the last layer: a clear error. */
+/* Nothing below the thresholds: the graph is unchanged.  Asked for more
+ * universal blocks than can go without disconnecting the classifier, the
+ * pass removes only what it can (here none: every layer has only its
+ * universal block left once the proxies are gone).  Thresholds that empty
+ * the last layer are an error. */
 START_TEST(prune_keeps_and_refuses)
 {
     ntc_graph *g = hand_graph(true, (float[]){0, 0}, (float[]){0, 0, 0}, (float[]){0, 0, 0});
@@ -238,8 +241,13 @@ START_TEST(prune_keeps_and_refuses)
     ntc_err err = {0};
     ck_assert_int_eq(prune(g, "prune:proxy-threshold=0.1", &err), 0);
     ck_assert_int_eq(g->n_nodes, nodes);
-    ck_assert_int_ne(prune(g, "prune:universal=3:proxy-threshold=0.5", &err), 0);
-    ck_assert_ptr_nonnull(strstr(err.msg, "layer 'uC'"));
+    ck_assert_msg(prune(g, "prune:universal=3:proxy-threshold=0.5,dce", &err) == 0, "%s", ntc_err_str(&err));
+    assert_blocks(g, (const char *[]){"stem", "uA", "uB", "uC", NULL},
+                  (const char *[]){"pA1", "pB1", "pB2", "pC1", "pC2", NULL});
+    ntc_graph_free(g);
+    g = hand_graph(true, (float[]){0, 0}, (float[]){0, 0, 0}, (float[]){0, 0, 0});
+    ck_assert_int_ne(prune(g, "prune:universal-threshold=0.4:proxy-threshold=0.5", &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "the thresholds remove every branch of layer 'uC'"));
     ntc_graph_free(g);
 }
 END_TEST
@@ -369,7 +377,12 @@ START_TEST(commands)
     ck_assert_ptr_nonnull(strstr(out, "s3.b0\\nuniversal, removed"));
     ck_assert_ptr_nonnull(strstr(out, "style=\"dashed,rounded,filled\""));
     free(out);
-    ck_assert_int_eq(tu_ntc(&out, "prune %s/s.xml --universal 1 --proxy-threshold 0.5 -o %s/q.xml", d, d), 1);
+    /* every proxy cut: no universal block can go without cutting the
+     * classifier off, so none does, and prune says so */
+    ck_assert_int_eq(tu_ntc(&out, "prune %s/s.xml --universal 1 --proxy-threshold 0.5 -o %s/q.xml", d, d), 0);
+    ck_assert_ptr_nonnull(strstr(out, "would disconnect the classifier"));
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "prune %s/s.xml --universal-threshold 0.99 --proxy-threshold 0.5 -o %s/q.xml", d, d), 1);
     ck_assert_ptr_nonnull(strstr(out, "ntc: error: "));
     ck_assert_ptr_nonnull(strstr(out, "whose output the network needs"));
     free(out);
