@@ -120,11 +120,11 @@ for t in "${tasks[@]}"; do
 done
 
 # ---- the table ---------------------------------------------------------------------
-/usr/bin/python3 - "$out/RESULTS.md" "$src_acc" "$src_epochs" "${rows[@]}" <<'PY'
+/usr/bin/python3 - "$out/RESULTS.md" "$depth" "$src_acc" "$src_epochs" "${rows[@]}" <<'PY'
 import json, sys
-path, src_acc, src_epochs, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+path, depth, src_acc, src_epochs, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 lines = [
-    f"Source: ResNet-20 on Fashion-MNIST, {src_epochs} epochs, test accuracy {src_acc}%.",
+    f"Source: ResNet-{depth} on Fashion-MNIST, {src_epochs} epochs, test accuracy {src_acc}%.",
     "",
     "| task | classes | teacher acc. | tailored acc. | universal blocks kept | proxies kept "
     "| task-specific params | MACs (share of backbone) |",
