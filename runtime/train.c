@@ -107,7 +107,7 @@ typedef struct {
     int64_t step;                /* optimiser steps taken */
     int64_t pos;                 /* examples consumed in the current epoch */
     /* The partial epoch (so a resumed epoch reports the whole epoch). */
-    double loss_sum, busy;
+    double loss_sum, busy, teacher_sum;
     int64_t hits, seen;
 } run_pos;
 
@@ -164,10 +164,10 @@ static int write_state(const run *r, const char *path, ntc_err *err)
     int len = snprintf(buf, sizeof buf,
                        "format ntc-train-checkpoint-1\n"
                        "epoch %lld\nstep %lld\npos %lld\n"
-                       "loss_sum %.17g\nbusy %.17g\nhits %lld\nseen %lld\n"
+                       "loss_sum %.17g\nbusy %.17g\nteacher_sum %.17g\nhits %lld\nseen %lld\n"
                        "threads %d\n",
                        (long long)r->at.epoch, (long long)r->at.step, (long long)r->at.pos, r->at.loss_sum,
-                       r->at.busy, (long long)r->at.hits, (long long)r->at.seen, ntc_trainer_threads(r->tr));
+                       r->at.busy, r->at.teacher_sum, (long long)r->at.hits, (long long)r->at.seen, ntc_trainer_threads(r->tr));
 #define X(name, fmt, expr) len += snprintf(buf + len, sizeof buf - (size_t)len, #name " " fmt "\n", expr);
     TRAJECTORY(X)
 #undef X
@@ -215,18 +215,20 @@ static int read_state(run *r, const char *path, ntc_err *err)
     TRAJECTORY(X)
 #undef X
     long long e, s, p, h, n;
-    double ls, busy;
+    double ls, busy, ts;
     if (!state_get(text, "epoch", v, sizeof v) || sscanf(v, "%lld", &e) != 1 ||
         !state_get(text, "step", v, sizeof v) || sscanf(v, "%lld", &s) != 1 ||
         !state_get(text, "pos", v, sizeof v) || sscanf(v, "%lld", &p) != 1 ||
         !state_get(text, "hits", v, sizeof v) || sscanf(v, "%lld", &h) != 1 ||
         !state_get(text, "seen", v, sizeof v) || sscanf(v, "%lld", &n) != 1 ||
         !state_get(text, "loss_sum", v, sizeof v) || sscanf(v, "%lf", &ls) != 1 ||
-        !state_get(text, "busy", v, sizeof v) || sscanf(v, "%lf", &busy) != 1) {
+        !state_get(text, "busy", v, sizeof v) || sscanf(v, "%lf", &busy) != 1 ||
+        !state_get(text, "teacher_sum", v, sizeof v) || sscanf(v, "%lf", &ts) != 1) {
         ntc_error(err, path, 0, "checkpoint state is incomplete");
         goto done;
     }
-    r->at = (run_pos){.epoch = e, .step = s, .pos = p, .loss_sum = ls, .busy = busy, .hits = h, .seen = n};
+    r->at = (run_pos){.epoch = e, .step = s, .pos = p, .loss_sum = ls, .busy = busy, .teacher_sum = ts,
+                   .hits = h, .seen = n};
     if (state_get(text, "threads", v, sizeof v) && atoi(v) != ntc_trainer_threads(r->tr) && o->log)
         fprintf(o->log, "note: the checkpoint ran on %s threads, this run on %d: sums are ordered "
                         "differently, so results differ by rounding\n", v, ntc_trainer_threads(r->tr));
@@ -514,7 +516,7 @@ static void teardown(run *r)
 
 /* One SGD step on n examples; the loss (cross-entropy plus the NetTailor
  * terms) into *loss. */
-static int step(run *r, int n, double lr, double *ce, double *total, ntc_err *err)
+static int step(run *r, int n, double lr, double *ce, double *lt, double *total, ntc_err *err)
 {
     ntc_graph *g = r->g;
     const float *in[] = {r->x};
@@ -526,10 +528,11 @@ static int step(run *r, int n, double lr, double *ce, double *total, ntc_err *er
             return ntc_error(err, NULL, 0, "label %d out of range 0..%d", r->y[i], r->classes - 1);
     *ce = ntc_loss_cross_entropy(z, r->y, n, r->classes, 1.0f, ntc_trainer_output_grad(r->tr, 0));
     r->at.hits += ntc_count_correct(z, r->y, n, r->classes);
-    double lt = 0.0, ec = 0.0;
-    if (r->dist && ntc_distill_forward(r->dist, in, n, &lt, err))
+    double ec = 0.0;
+    *lt = 0.0;
+    if (r->dist && ntc_distill_forward(r->dist, in, n, lt, err))
         return -1;
-    *total = *ce + r->o->lambda_teacher * lt;
+    *total = *ce + r->o->lambda_teacher * *lt;
     if (!isfinite(*total))
         return 0;                /* the caller stops before touching the weights */
     if (ntc_trainer_backward(r->tr, err))
@@ -577,6 +580,8 @@ static int end_epoch(run *r, double lr, ntc_train_result *res, ntc_err *err)
                 (long long)r->at.epoch + 1, o->epochs, lr, tl, 100 * ta);
         if (r->val)
             fprintf(o->log, "  val loss %.4f acc %.2f%%", vl, 100 * va);
+        if (r->o->teacher)
+            fprintf(o->log, "  L_t %.4f", r->at.teacher_sum / (double)r->at.seen);
         if (r->dist && ntc_distill_layers(r->dist))
             fprintf(o->log, "  E[C] %.4f", ec);
         fprintf(o->log, "  %.1f s  %.0f img/s      \n", r->at.busy, ips);
@@ -587,8 +592,8 @@ static int end_epoch(run *r, double lr, ntc_train_result *res, ntc_err *err)
         snprintf(val, sizeof val, "\"val_loss\": %.6f, \"val_acc\": %.6f", vl, va);
     snprintf(line, sizeof line,
              "{\"epoch\": %lld, \"lr\": %.6g, \"train_loss\": %.6f, \"train_acc\": %.6f, %s, "
-             "\"complexity\": %.6f, \"time\": %.3f, \"images_per_s\": %.1f}\n",
-             (long long)r->at.epoch + 1, lr, tl, ta, val, ec, r->at.busy, ips);
+             "\"teacher_loss\": %.6f, \"complexity\": %.6f, \"time\": %.3f, \"images_per_s\": %.1f}\n",
+             (long long)r->at.epoch + 1, lr, tl, ta, val, r->at.teacher_sum / (double)r->at.seen, ec, r->at.busy, ips);
     if (log_append(r, line))
         return ntc_error(err, NULL, 0, "out of memory");
     *res = (ntc_train_result){.epochs_done = (int)r->at.epoch + 1, .steps = r->at.step, .train_loss = tl,
@@ -630,8 +635,8 @@ int ntc_train(ntc_graph *g, const ntc_train_opts *o, ntc_train_result *res, ntc_
             if (n <= 0)
                 break;
             lr = ntc_schedule_lr(&r.sched, r.at.step);
-            double ce = 0, total = 0, ts = now();
-            if (step(&r, n, lr, &ce, &total, err))
+            double ce = 0, lt = 0, total = 0, ts = now();
+            if (step(&r, n, lr, &ce, &lt, &total, err))
                 goto done;
             if (!isfinite(total)) {
                 char kept[1400];
@@ -647,6 +652,7 @@ int ntc_train(ntc_graph *g, const ntc_train_opts *o, ntc_train_result *res, ntc_
             }
             r.at.busy += now() - ts;
             r.at.loss_sum += ce * n;
+            r.at.teacher_sum += lt * n;
             r.at.seen += n;
             r.at.pos += n;
             r.at.step++;
