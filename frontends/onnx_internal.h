@@ -13,8 +13,13 @@
 #define ONNX_MIN_OPSET 9
 #define ONNX_MAX_OPSET 17
 
-/* A constant tensor: an initializer or the output of a Constant node.
- * Floats and int64s are the only element types ntc reads. */
+/* The batch size inside an int64 shape constant (onnx_shapes.c): the
+ * result of Shape on a computed tensor, known only when it runs. */
+#define ONNX_BATCH_DIM INT64_MIN
+
+/* A constant tensor: an initializer, the output of a Constant node, or a
+ * shape computation folded at import.  Floats and int64s are the only
+ * element types ntc reads. */
 typedef struct {
     bool is_int;                 /* int64 (shapes), else float32 */
     int rank;
@@ -99,6 +104,13 @@ int onnx_attr_string(onnx_importer *im, const Onnx__NodeProto *np, const char *n
 
 /* Translates one node; the error names np, its op and the opset. */
 int onnx_translate_node(onnx_importer *im, const Onnx__NodeProto *np);
+
+/* ---- onnx_shapes.c: shape computations on constants ---- */
+
+int onnx_shape(onnx_importer *im, const Onnx__NodeProto *np);
+int onnx_gather(onnx_importer *im, const Onnx__NodeProto *np);
+int onnx_unsqueeze(onnx_importer *im, const Onnx__NodeProto *np);
+int onnx_concat(onnx_importer *im, const Onnx__NodeProto *np);
 
 /* ---- onnx_blocks.c ---- */
 

@@ -284,7 +284,8 @@ static int reshape(onnx_importer *im, const Onnx__NodeProto *np)
     for (int d = 1; d < s->rank; d++)
         inner *= s->dims[d];
     const int64_t *v = t->i;
-    bool first_ok = (v[0] == 0 && !allowzero) || v[0] == -1 || (im->export_batch > 0 && v[0] == im->export_batch);
+    bool first_ok = t->count >= 1 && ((v[0] == 0 && !allowzero) || v[0] == -1 || v[0] == ONNX_BATCH_DIM ||
+                                      (im->export_batch > 0 && v[0] == im->export_batch));
     bool flattens = t->count == 2 && first_ok && ((v[1] == -1 && v[0] != -1) || v[1] == inner);
     if (flattens && s->rank == 2)
         return onnx_bind_act(im, np, x);
@@ -292,7 +293,11 @@ static int reshape(onnx_importer *im, const Onnx__NodeProto *np)
         char in[128], target[256] = "[";
         shape_str(s, in, sizeof in);
         for (int64_t k = 0; k < t->count && strlen(target) < 200; k++)
-            snprintf(target + strlen(target), sizeof target - strlen(target), "%s%" PRId64, k ? "," : "", v[k]);
+            if (v[k] == ONNX_BATCH_DIM)
+                snprintf(target + strlen(target), sizeof target - strlen(target), "%sN", k ? "," : "");
+            else
+                snprintf(target + strlen(target), sizeof target - strlen(target), "%s%" PRId64, k ? "," : "",
+                         v[k]);
         strcat(target, "]");
         return onnx_node_fail(im, np, "Reshape of %s to %s is not supported: ntc imports a Reshape only when it "
                               "flattens [N,...] to [N,-1]", in, target);
@@ -689,6 +694,10 @@ static const struct {
     {"Softmax", softmax},
     {"Identity", identity},
     {"Constant", constant},
+    {"Shape", onnx_shape},
+    {"Gather", onnx_gather},
+    {"Unsqueeze", onnx_unsqueeze},
+    {"Concat", onnx_concat},
 };
 
 /* Operators users will meet whose refusal deserves a reason. */
@@ -698,7 +707,6 @@ static const struct {
 } refused[] = {
     {"LogSoftmax", "ntc has no log-softmax op (log(softmax(x)) would lose the precision LogSoftmax keeps); "
                    "export the logits or a Softmax instead"},
-    {"Concat", "ntc has no concatenation op, so DenseNet- or Inception-style graphs cannot be imported"},
     {"Dropout", "export the model in eval mode (torch.onnx.export drops Dropout then)"},
 };
 

@@ -138,6 +138,23 @@ START_TEST(ops_match_reference)
 }
 END_TEST
 
+/* x.view(x.size(0), -1) with a dynamic batch: the Shape/Gather/Unsqueeze/
+ * Concat chain folds into the Reshape's target, which becomes a flatten. */
+START_TEST(view_flatten_folds)
+{
+    const char *models[] = {"view9.onnx", "view13.onnx"};
+    for (int m = 0; m < 2; m++) {
+        ntc_graph *g = import_ok(models[m]);
+        ck_assert_int_eq(g->n_nodes, 4);
+        int r = ntc_graph_find_node(g, "/Reshape");
+        ck_assert_int_ge(r, 0);
+        ck_assert_int_eq(g->nodes[r].op, NTC_OP_flatten);
+        check_against_pytorch(g, "view");
+        ntc_graph_free(g);
+    }
+}
+END_TEST
+
 /* ---- blocks ------------------------------------------------------------------ */
 
 START_TEST(resnet_blocks)
@@ -363,13 +380,23 @@ static Onnx__AttributeProto *attr_named(Onnx__NodeProto *n, const char *name)
     return NULL;
 }
 
-static char lit_ms[] = "com.microsoft";
+static char lit_ms[] = "com.microsoft", lit_concat[] = "Concat", lit_gather[] = "Gather";
 
 static void opset8(Onnx__ModelProto *m) { m->opset_import[0]->version = 8; }
 static void trans_a(Onnx__ModelProto *m) { attr_named(node_named(m, "/fc1/Gemm"), "transB")->name[5] = 'A'; }
 static void tanh_op(Onnx__ModelProto *m) { memcpy(node_named(m, "/Relu")->op_type, "Tanh", 4); }
 static void domain(Onnx__ModelProto *m) { swap_string(&node_named(m, "/Relu")->domain, lit_ms); }
 static void no_opset(Onnx__ModelProto *m) { swap_string(&m->opset_import[0]->domain, lit_ms); }
+static void concat(Onnx__ModelProto *m) { swap_string(&node_named(m, "/Add")->op_type, lit_concat); }
+static void gather(Onnx__ModelProto *m) { swap_string(&node_named(m, "/Relu")->op_type, lit_gather); }
+static void reshape_to_3d(Onnx__ModelProto *m)
+{
+    /* the target's second entry -1 -> 2: [N,2] does not flatten [N,2,4,4] */
+    Onnx__TensorProto *t = attr_named(node_named(m, "/Constant_1"), "value")->t;
+    ck_assert_int_eq(t->raw_data.len, 8);
+    int64_t two = 2;
+    memcpy(t->raw_data.data, &two, 8);
+}
 static void doubles(Onnx__ModelProto *m) { m->graph->initializer[0]->data_type = 11; }
 static void softmax_axis0(Onnx__ModelProto *m) { attr_named(node_named(m, "/Softmax"), "axis")->i = 0; }
 static void flatten_axis2(Onnx__ModelProto *m) { attr_named(node_named(m, "/Flatten"), "axis")->i = 2; }
@@ -408,6 +435,11 @@ START_TEST(refused_edits)
     expect_edit_error("mlp.onnx", domain, "domain 'com.microsoft' is not supported");
     expect_edit_error("mlp.onnx", no_opset, "imports no opset of the default ONNX domain");
     expect_edit_error("mlp.onnx", doubles, "data type DOUBLE");
+    expect_edit_error("mlp.onnx", concat, "node '/Add' (Concat): operator Concat (opset 9) is not supported on "
+                                          "computed tensors: ntc has no concatenation op");
+    expect_edit_error("mlp.onnx", gather, "node '/Relu' (Gather): Gather of a computed tensor is not supported");
+    expect_edit_error("view13.onnx", reshape_to_3d, "node '/Reshape' (Reshape): Reshape of [N,2,4,4] to [N,2] is "
+                                                    "not supported");
     expect_edit_error("mlp.onnx", softmax_axis0, "node '/Softmax' (Softmax): axis 0 is not supported");
     expect_edit_error("mlp.onnx", flatten_axis2, "node '/Flatten' (Flatten): axis 2 is not supported");
     expect_edit_error("mlp.onnx", unknown_attr, "attribute 'xlpha' is not supported (opset 9)");
@@ -549,6 +581,7 @@ int main(void)
     tcase_add_test(tc, resnet_matches_pytorch);
     tcase_add_test(tc, mlp_matches_pytorch);
     tcase_add_test(tc, ops_match_reference);
+    tcase_add_test(tc, view_flatten_folds);
     tcase_add_test(tc, resnet_blocks);
     tcase_add_test(tc, preact_blocks);
     tcase_add_test(tc, cli_import_tailor_run);
