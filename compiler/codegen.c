@@ -27,6 +27,8 @@
 #define cg_scratch_flatten NULL
 #define cg_scratch_linear NULL
 #define cg_scratch_softmax NULL
+/* fused_conv2d is the conv2d emitter with its epilogue (codegen_fused.c). */
+#define cg_scratch_fused_conv2d cg_scratch_conv2d
 
 /* One row per op of ntc/ops.def: an op without cg_emit_<op> and
  * cg_scratch_<op> does not compile. */

@@ -120,6 +120,36 @@ static int64_t conv2d_macs(const ntc_node *n, const ntc_shape *in, const ntc_sha
     return n->a.filters * out->dims[2] * out->dims[3] * in->dims[1] * n->a.kernel[0] * n->a.kernel[1];
 }
 
+/* ---- fused_conv2d: conv2d, + residual (input 2), relu ----------------------- */
+
+static const ntc_attr_spec fused_conv2d_attrs[] = {
+    {"filters", NTC_ATTR_INT, A(filters), true, 0},
+    {"kernel", NTC_ATTR_INT2, A(kernel), true, 0},
+    {"stride", NTC_ATTR_INT2, A(stride), false, 1},
+    {"pad", NTC_ATTR_INT4, A(pad), false, 0},
+    {"dilation", NTC_ATTR_INT2, A(dilation), false, 1},
+    {"relu", NTC_ATTR_INT, A(relu), false, 0},
+    {0}};
+#define fused_conv2d_params conv2d_params
+#define fused_conv2d_macs conv2d_macs
+
+static int fused_conv2d_shape(const ntc_node *n, const ntc_shape *in, ntc_shape *out,
+                              ntc_shape par[NTC_MAX_PARAMS], ntc_err *err)
+{
+    if (n->a.relu != 0 && n->a.relu != 1)
+        return ntc_error(err, NULL, 0, "relu must be 0 or 1");
+    if (conv2d_shape(n, in, out, par, err))
+        return -1;
+    if (n->n_in == 2 && (in[1].rank != out->rank ||
+                         memcmp(in[1].dims, out->dims, sizeof(int64_t) * (size_t)out->rank))) {
+        char a[128], b[128];
+        ntc_shape_format(&in[1], a, sizeof a);
+        ntc_shape_format(out, b, sizeof b);
+        return ntc_error(err, NULL, 0, "the residual (input 2) has shape %s, the convolution's output %s", a, b);
+    }
+    return 0;
+}
+
 /* ---- batchnorm ------------------------------------------------------------- */
 
 static const ntc_attr_spec batchnorm_attrs[] = {

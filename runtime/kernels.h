@@ -77,6 +77,7 @@ extern const ntc_kernel ntc_kernels[NTC_OP_COUNT];
 
 /* Workspace rules of the ops that need scratch. */
 int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+int64_t work_fused_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 int64_t work_batchnorm(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 int64_t work_mix(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 

@@ -90,6 +90,7 @@ typedef struct {
     int axis;                    /* flatten, softmax (negative counts from the end) */
     float epsilon;               /* batchnorm */
     float momentum;              /* batchnorm: running = (1-m)*running + m*batch */
+    int relu;                    /* fused_conv2d: 1 applies relu last */
 } ntc_attrs;
 
 typedef struct {
