@@ -550,26 +550,31 @@ static void *failing_alloc(void *ptr, size_t size, void *ud)
 
 START_TEST(out_of_memory)
 {
-    size_t len;
-    ntc_err err = {0};
-    char *data = ntc_read_file(fixture("ops.onnx"), &len, &err);
-    ck_assert_ptr_nonnull(data);
-    bool succeeded = false;
-    for (long n = 0; !succeeded; n++) {
-        memset(&err, 0, sizeof err);
-        alloc_budget = n;
-        live_blocks = 0;
-        ntc_set_allocator(failing_alloc, NULL);
-        ntc_graph *g = ntc_onnx_import_buffer(data, len, "ops.onnx", &err);
-        if (g) {
-            succeeded = true;
-            ntc_graph_free(g);
+    const char *models[] = {"ops.onnx", "view13.onnx", "preact.onnx"};
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        size_t len;
+        ntc_err err = {0};
+        char *data = ntc_read_file(fixture(models[m]), &len, &err);
+        ck_assert_ptr_nonnull(data);
+        bool succeeded = false;
+        for (long n = 0; !succeeded; n++) {
+            memset(&err, 0, sizeof err);
+            alloc_budget = n;
+            live_blocks = 0;
+            ntc_set_allocator(failing_alloc, NULL);
+            ntc_graph *g = ntc_onnx_import_buffer(data, len, models[m], &err);
+            if (g) {
+                succeeded = true;
+                ntc_graph_free(g);
+            }
+            ntc_set_allocator(NULL, NULL);
+            ck_assert_msg(g || strstr(err.msg, "out of memory"), "%s, allocation %ld: '%s'", models[m], n,
+                          ntc_err_str(&err));
+            ck_assert_msg(live_blocks == 0, "%s: failing allocation %ld leaks %ld blocks", models[m], n,
+                          live_blocks);
         }
-        ntc_set_allocator(NULL, NULL);
-        ck_assert_msg(g || strstr(err.msg, "out of memory"), "allocation %ld: '%s'", n, ntc_err_str(&err));
-        ck_assert_msg(live_blocks == 0, "failing allocation %ld leaks %ld blocks", n, live_blocks);
+        ntc_free(data);
     }
-    ntc_free(data);
 }
 END_TEST
 
