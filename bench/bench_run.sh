@@ -1,11 +1,13 @@
 #!/bin/sh
 # Times `ntc run` (the interpreter) on the depth-20 backbone at batch 1 and
 # 64 next to PyTorch running the same graph with the same weights
-# (bench/torch_peer.py: eval, no_grad, 2 threads), checks that the outputs
+# (bench/torch_peer.py: eval, no_grad, 2 threads by default), checks that the outputs
 # agree and prints the time ratio ntc / torch (below 1: ntc is faster).
 #
-#   bench/bench_run.sh [NTC_BINARY] [REPEATS]      (default build/ntc, 7)
+#   bench/bench_run.sh [NTC_BINARY] [REPEATS] [THREADS]   (default build/ntc, 7, 2)
 #
+# THREADS applies to both sides (1 compares single-core work, which a busy
+# machine disturbs less than two threads that wait for each other).
 # Each repeat pushes 64 images through: at batch 1 that is 64 forward
 # passes of one image (latency), at batch 64 one pass (throughput).  The
 # fastest repeat is reported (on a shared machine it is the least disturbed
@@ -16,6 +18,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 ntc=${1:-$here/../build/ntc}
 repeats=${2:-7}
+threads=${3:-2}
 py=/usr/bin/python3
 # The machines' OpenBLAS kernels are selected by this (see TOOLCHAIN.md);
 # without it OpenBLAS 0.3.21 falls back to slow generic kernels on Zen 5.
@@ -33,12 +36,12 @@ median_ms() {
         awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-echo "depth-20 ResNet, 1x28x28, 10 classes; 64 images per repeat, best of $repeats; $(nproc) CPUs, load $(cut -d" " -f1 /proc/loadavg)"
+echo "depth-20 ResNet, 1x28x28, 10 classes; 64 images per repeat, best of $repeats; $threads threads each; $(nproc) CPUs, load $(cut -d" " -f1 /proc/loadavg)"
 for batch in 1 64; do
     "$ntc" run "$tmp/bb.xml" --input "$tmp/x.npy" -o "$tmp/y_ntc.npy" --batch $batch \
-        --repeat "$repeats" --time 2>"$tmp/ntc.log"
+        --repeat "$repeats" --threads "$threads" --time 2>"$tmp/ntc.log"
     "$py" "$here/torch_peer.py" "$tmp/bb.xml" "$tmp/x.npy" "$tmp/y_torch.npy" --batch $batch \
-        --threads 2 --repeat "$repeats" 2>"$tmp/torch.log"
+        --threads "$threads" --repeat "$repeats" 2>"$tmp/torch.log"
     "$py" - "$tmp/y_ntc.npy" "$tmp/y_torch.npy" <<'EOF'
 import sys, numpy as np
 a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
