@@ -6,7 +6,6 @@
 #include "onnx_internal.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +131,8 @@ static int conv(onnx_importer *im, const Onnx__NodeProto *np)
     if (wt->is_int || wt->rank != 4)
         return onnx_node_fail(im, np, "the weight must be a float tensor of rank 4 (a 2-D convolution), it has "
                               "rank %d", wt->rank);
+    if (b && b->is_int)
+        return onnx_node_fail(im, np, "the bias must be a float tensor");
     window w;
     int filters = 0;
     if (read_window(im, np, x, wt->dims + 2, &w) ||
@@ -146,8 +147,8 @@ static int conv(onnx_importer *im, const Onnx__NodeProto *np)
     memcpy(a->dilation, w.dilation, sizeof a->dilation);
     if (onnx_infer_node(im, np, n) || onnx_set_param(im, np, n, "weight", wt->f, wt->count))
         return -1;
-    if (b && (b->is_int || onnx_set_param(im, np, n, "bias", b->f, b->count)))
-        return b->is_int ? onnx_node_fail(im, np, "the bias must be float") : -1;
+    if (b && onnx_set_param(im, np, n, "bias", b->f, b->count))
+        return -1;
     return finish(im, np, n);
 }
 
