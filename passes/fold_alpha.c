@@ -7,6 +7,9 @@
  * of the branches (a mix of one input is the identity: softmax of one
  * logit is 1).  A branch absorbs a factor a > 0 through:
  *   conv2d, linear   weight and bias times a (linear in both);
+ *   fused_conv2d     weight and bias times a, and the residual absorbs a
+ *                    (relu(a z) = a relu(z), see below), so the pass may
+ *                    run before or after fuse;
  *   batchnorm        scale and bias times a: a(g(x - m)/s + b) = (ag)(x - m)/s + ab;
  *   add, mix         every input absorbs a (a sum is linear);
  *   relu, maxpool, avgpool, global_avgpool, flatten
@@ -68,9 +71,12 @@ static bool in_universal_block(const ntc_graph *g, const ntc_node *n)
     return n->block >= 0 && g->blocks[n->block].role == NTC_ROLE_UNIVERSAL;
 }
 
-/* Parameter slots that absorb the factor: weight and bias of conv2d and
- * linear, scale and bias of batchnorm (slots 0 and 1 of each row). */
-static bool absorbs(ntc_op op) { return op == NTC_OP_conv2d || op == NTC_OP_linear || op == NTC_OP_batchnorm; }
+/* Ops whose parameter slots 0 and 1 absorb the factor: weight and bias of
+ * conv2d, fused_conv2d and linear, scale and bias of batchnorm. */
+static bool absorbs(ntc_op op)
+{
+    return op == NTC_OP_conv2d || op == NTC_OP_fused_conv2d || op == NTC_OP_linear || op == NTC_OP_batchnorm;
+}
 
 /* Positively homogeneous single-input ops: the factor goes to the input. */
 static bool passes_through(ntc_op op)
@@ -101,7 +107,8 @@ static bool can_absorb(folder *f, int v)
         for (int s = 0; s < 2; s++)
             if (n->par[s] >= 0 && !g->values[n->par[s]].data)
                 return refuse(f, "parameter '%s' has no data", g->values[n->par[s]].name);
-        return true;
+        /* A fused convolution's residual is part of its output. */
+        return n->op != NTC_OP_fused_conv2d || n->n_in == 1 || can_absorb(f, n->in[1]);
     }
     if (n->op == NTC_OP_add || n->op == NTC_OP_mix) {
         for (int j = 0; j < n->n_in; j++)
@@ -138,7 +145,7 @@ static int absorb(ntc_graph *g, int v, double a, ntc_err *err)
         for (int s = 0; s < 2; s++)
             if (n->par[s] >= 0 && scale_param(g, n->par[s], a, err))
                 return -1;
-        return 0;
+        return n->op == NTC_OP_fused_conv2d && n->n_in == 2 ? absorb(g, n->in[1], a, err) : 0;
     }
     for (int j = 0; j < n->n_in; j++)   /* add, mix, or a single-input op */
         if (absorb(g, n->in[j], a, err))
