@@ -5,7 +5,12 @@
  * the interpreter; the outputs must agree to a relative error of 1e-5,
  * measured as max |after - before| / max |before| (element-wise ratios are
  * meaningless for outputs that cross zero).  The structure of the result
- * is checked too, so a pass that changes nothing cannot pass. */
+ * is checked too, so a pass that changes nothing cannot pass.
+ *
+ * The fused_conv2d op that fuse creates is checked on its own: its kernel
+ * against the unfused conv2d -> add -> relu nodes (equal bits), its
+ * backward against finite differences, a fused graph through an XML round
+ * trip and through the JIT. */
 #include "testutil.h"
 #include "ntc/frontends.h"
 #include "ntc/jit.h"
