@@ -851,6 +851,28 @@ START_TEST(tailored_and_pruned)
 }
 END_TEST
 
+/* The command line: ntc compile writes the .so, header and weights; usage
+ * errors exit 2 and name the problem. */
+START_TEST(cli_compile)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    ck_assert_int_eq(tu_ntc(&out, "new resnet --depth 8 --input 1x12x12 --classes 3 -o %s/bb.xml", dir), 0);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "compile %s/bb.xml -o %s/task.so --universal-weights %s/u.weights", dir, dir, dir), 0);
+    free(out);
+    const char *files[] = {"task.so", "task.h", "task.weights", "u.weights"};
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_gt(file_size(dir, files[i]), 0);
+    ck_assert_int_eq(tu_ntc(&out, "compile %s/bb.xml", dir), 2);
+    ck_assert_msg(strstr(out, "-o TASK.so"), "%s", out);
+    free(out);
+    ck_assert_int_eq(tu_ntc(&out, "compile %s/bb.xml -o %s/x.so --cc false", dir, dir), 1);
+    ck_assert_msg(strstr(out, "ntc: error: linking the task failed") && strstr(out, "false -shared"), "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jit");
@@ -869,6 +891,7 @@ int main(void)
     tcase_add_test(tc, aot_shared_universal);
     tcase_add_test(tc, aot_resnet20);
     tcase_add_test(tc, aot_errors);
+    tcase_add_test(tc, cli_compile);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
