@@ -3,12 +3,11 @@
 
 Files named regress-* are inputs that once crashed a target (each target
 replays its whole corpus first, so they are regression tests); this
-script never touches them.  The XML, .npy and IDX seeds are copies of the
-Check suites' fixtures (tests/fixtures/); this script makes the seeds no
-fixture provides:
-safetensors files for fuzz_safetensors.c's fixed graph and small PNGs in
-every colour type and bit depth libpng's simplified API converts.  Only
-the standard library is used.  Usage: tests/fuzz/make_seeds.py
+script never touches them.  The XML, .npy, IDX and ONNX seeds are
+copies of the Check suites' fixtures (tests/fixtures/); this script makes
+the seeds no fixture provides: safetensors files for fuzz_safetensors.c's
+fixed graph and small PNGs in every colour type and bit depth libpng's
+simplified API converts.  Only the standard library is used.  Usage: tests/fuzz/make_seeds.py
 """
 import json
 import os
@@ -102,6 +101,8 @@ def main():
     copy_fixtures("xml", "xml", lambda n: n.endswith(".xml"))
     copy_fixtures("npy", "data", lambda n: n.endswith(".npy"))
     copy_fixtures("idx", "data", lambda n: "idx" in n)
+    # resnet8.onnx (320 kB) would make every mutation slow; the rest is small.
+    copy_fixtures("onnx", "onnx", lambda n: n.endswith(".onnx") and n != "resnet8.onnx")
     safetensors_seeds()
     png_seeds()
 
