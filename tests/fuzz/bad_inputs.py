@@ -3,7 +3,7 @@
 the ntc command line, and the exact error line the user sees.
 
 Inputs: the Check suites' malformed fixtures (tests/fixtures/xml/bad_*,
-tests/fixtures/data/bad_*), files written here the way the weights, npy,
+tests/fixtures/data/bad_*, tests/fixtures/onnx/opset18.onnx), files written here the way the weights, npy,
 data and fuzz findings damaged them, and the fuzz regression inputs.
 Usage: tests/fuzz/bad_inputs.py NTC_BINARY > table.md
 Needs only the standard library.  Each row runs one command in a scratch
@@ -201,6 +201,20 @@ def main():
     eval_idx("5 labels for 6 images", "img6", "labels5")
     write("labels_big", idx([6], bytes([0, 1, 2, 0, 1, 200])))
     eval_idx("label 200 for a 3-class graph", "img6", "labels_big")
+
+    # ---- ONNX models (ntc import) -----------------------------------------------
+    def onnx(what, name):
+        row("ONNX model (`ntc import`)", what, ["import", name, "-o", "imported.xml"])
+
+    onnx("`opset18.onnx`: opset 18", fixture("onnx", "opset18.onnx"))
+    mlp = open(os.path.join(FIX, "onnx", "mlp.onnx"), "rb").read()
+    write("cut.onnx", mlp[:len(mlp) // 2])
+    onnx("a model cut in half", "cut.onnx")
+    write("empty.onnx", b"")
+    onnx("empty file", "empty.onnx")
+    write("text.onnx", GRAPH)
+    onnx("an XML graph named .onnx", "text.onnx")
+    onnx("missing file", "absent.onnx")
 
     # ---- PNG folders (ntc eval --data DIR --resize) ----------------------------
     def folder(what, files):
