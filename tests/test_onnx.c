@@ -274,6 +274,33 @@ START_TEST(cli_import_tailor_run)
 }
 END_TEST
 
+/* The imported graph is an ordinary ntc graph: it checks, and the compiler's
+ * passes (batchnorm folding, conv fusion) keep PyTorch's outputs. */
+START_TEST(cli_check_and_optimise)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    int rc = tu_ntc(&out, "import %s -o %s/b.xml", fixture("resnet8.onnx"), dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "check %s/b.xml", dir);
+    ck_assert_msg(rc == 0 && strstr(out, "ok"), "%s", out);
+    free(out);
+    rc = tu_ntc(&out, "opt %s/b.xml --passes=fold-bn,fuse,dce -o %s/o.xml", dir, dir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/o.xml", dir);
+    ntc_err err = {0};
+    ntc_graph *g = ntc_graph_read_xml(path, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    for (int i = 0; i < g->n_nodes; i++)
+        ck_assert_msg(g->nodes[i].op != NTC_OP_batchnorm, "batchnorm '%s' left", g->nodes[i].name);
+    check_against_pytorch(g, "resnet8");
+    ntc_graph_free(g);
+}
+END_TEST
+
 /* ONNX graphs may have several inputs: `ntc run` binds them by name, in any order. */
 START_TEST(cli_two_named_inputs)
 {
@@ -591,6 +618,7 @@ int main(void)
     tcase_add_test(tc, preact_blocks);
     tcase_add_test(tc, cli_import_tailor_run);
     tcase_add_test(tc, cli_two_named_inputs);
+    tcase_add_test(tc, cli_check_and_optimise);
     tcase_add_test(tc, unsupported_op_and_opset);
     tcase_add_test(tc, refused_edits);
     tcase_add_test(tc, truncated_files);
