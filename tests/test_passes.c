@@ -3,6 +3,8 @@
  * and through `ntc opt`, and the example plugin's effect on a graph. */
 #include "testutil.h"
 #include "ntc/pass.h"
+#include "ntc/frontends.h"
+#include "ntc/plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -973,6 +975,36 @@ START_TEST(cli_time_and_dump)
 }
 END_TEST
 
+/* The plan pass records what the planner computes and leaves the graph
+ * as it was; its peak is far below one buffer per value on a ResNet. */
+START_TEST(plan_pass_records_the_plan)
+{
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    o.depth = 8;
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_ptr_nonnull(g);
+    int64_t naive = 0, peak = ntc_plan_peak_bytes(g, &naive, &err);
+    ck_assert_int_gt(peak, 0);
+    char *before = ntc_graph_to_xml(g, NULL);
+    ck_assert_msg(ntc_run_passes(g, "plan", NTC_PASS_INFERENCE, &err) == 0, "%s", ntc_err_str(&err));
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)peak);
+    ck_assert_str_eq(ntc_graph_get_meta(g, "plan.peak-bytes"), want);
+    snprintf(want, sizeof want, "%lld", (long long)naive);
+    ck_assert_str_eq(ntc_graph_get_meta(g, "plan.naive-bytes"), want);
+    ck_assert_int_lt(peak * 3, naive);
+    ntc_graph_set_meta(g, "plan.peak-bytes", NULL);
+    ntc_graph_set_meta(g, "plan.naive-bytes", NULL);
+    char *after = ntc_graph_to_xml(g, NULL);
+    ck_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    ntc_graph_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("passes");
@@ -1005,6 +1037,7 @@ int main(void)
     tcase_add_test(tc, cli_list_and_errors);
     tcase_add_test(tc, cli_blames_broken_plugin);
     tcase_add_test(tc, cli_time_and_dump);
+    tcase_add_test(tc, plan_pass_records_the_plan);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -8,7 +8,7 @@
  * own (first fit by decreasing size, the usual heuristic for this offline
  * problem; graphs have at most a few thousand values, so the O(n^2 log n)
  * scan is fine). */
-#include "ntc/runtime.h"
+#include "ntc/plan.h"
 
 #include <stdlib.h>
 
