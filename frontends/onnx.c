@@ -5,12 +5,13 @@
  * The walk follows the file's node order, which ONNX requires to be
  * topological.  An environment maps every ONNX value name to what it
  * stands for in ntc: an activation (a graph input or a node's output) or
- * a constant (an initializer or a Constant node's output).  Constants
- * never become nodes: the translators in onnx_ops.c fold them into the
- * parameters of the ntc node that uses them (Conv weights, Gemm matrices,
- * a bias after MatMul, the target shape of a Reshape).  Identity and
- * multiplication by 1 only rebind a name.  onnx_blocks.c then groups the
- * nodes into the stem, the residual blocks and the classifier head.
+ * a constant (an initializer, a Constant node's output, or a shape
+ * computation onnx_shapes.c folds).  Constants never become nodes: the
+ * translators in onnx_ops.c fold them into the parameters of the ntc
+ * node that uses them (Conv weights, Gemm matrices, a bias after MatMul,
+ * the target shape of a Reshape).  Identity and multiplication by 1 only
+ * rebind a name.  onnx_blocks.c then groups the nodes into the stem, the
+ * residual blocks and the classifier head.
  */
 #include "onnx_internal.h"
 

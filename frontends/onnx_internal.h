@@ -1,6 +1,7 @@
 /* Shared by the ONNX importer's files: onnx.c (reading the model, values
  * and constants, the node loop), onnx_ops.c (one translator per ONNX
- * operator) and onnx_blocks.c (residual blocks, stem and head). */
+ * operator), onnx_shapes.c (shape computations folded into constants)
+ * and onnx_blocks.c (residual blocks, stem and head). */
 #ifndef NTC_ONNX_INTERNAL_H
 #define NTC_ONNX_INTERNAL_H
 
