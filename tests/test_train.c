@@ -24,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- a tiny graph ----------------------------------------------------------------- */
 
@@ -783,6 +786,55 @@ START_TEST(distill_terms)
 }
 END_TEST
 
+/* SIGINT: the run finishes its step, checkpoints, exits 130 saying how to
+ * resume; resuming finishes the run. */
+START_TEST(cli_interrupt_and_resume)
+{
+    const char *dir = tu_tmpdir();
+    char *out = NULL;
+    ck_assert_int_eq(tu_ntc(&out, "new resnet --depth 8 --input 1x12x12 --classes 10 -o %s/b.xml", dir), 0);
+    free(out);
+    const char *ntc = getenv("NTC_BIN");
+    ck_assert(ntc != NULL);
+    char cmd[4096], ckpt[2048], log[2048];
+    const char *opts = "--data digits --epochs 40 --limit 128 --batch 64 --threads 1 --no-test";
+    snprintf(cmd, sizeof cmd, "exec %s train %s/b.xml %s --run-dir %s/run -o %s/t.xml >%s/log 2>&1", ntc, dir, opts,
+             dir, dir, dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run/checkpoint", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    struct stat st;
+    while (stat(ckpt, &st) != 0)             /* the first epoch's checkpoint */
+        usleep(20000);
+    ck_assert_int_eq(kill(pid, SIGINT), 0);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = fopen(log, "r");
+    ck_assert(f != NULL);
+    ck_assert(getdelim(&text, &len, 0, f) > 0);
+    fclose(f);
+    /* It may have finished before the signal landed only if 40 epochs ran. */
+    if (WEXITSTATUS(status) == 0) {
+        ck_assert_msg(strstr(text, "trained 40 epochs"), "%s", text);
+    } else {
+        ck_assert_msg(WEXITSTATUS(status) == 130, "exit %d: %s", WEXITSTATUS(status), text);
+        ck_assert_msg(strstr(text, "interrupted") && strstr(text, "--resume"), "%s", text);
+        int rc = tu_ntc(&out, "train %s/b.xml %s --resume %s/run -o %s/t.xml", dir, opts, dir, dir);
+        ck_assert_msg(rc == 0 && strstr(out, "trained 40 epochs"), "%s", out);
+        free(out);
+    }
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -800,6 +852,7 @@ int main(void)
     tcase_add_test(tc, nan_loss_stops);
     tcase_add_test(tc, cli_errors);
     tcase_add_test(tc, cli_trains_and_writes);
+    tcase_add_test(tc, cli_interrupt_and_resume);
     tcase_add_test(tc, nettailor_trains_only_task_parts);
     tcase_add_test(tc, distill_terms);
     suite_add_tcase(s, tc);
