@@ -46,6 +46,7 @@
 typedef struct {
     int node;
     bool *gin;                   /* per input of the node */
+    bool gpar[NTC_MAX_PARAMS];   /* per parameter slot: trainable */
     int n_zero;
     int *zero;                   /* value handles */
 } bwd_step;
@@ -316,7 +317,7 @@ static void run_program(ntc_trainer *t, const bwd_program *p, int task, int b0, 
         float *gpar[NTC_MAX_PARAMS] = {0};
         bool any_par = false;
         for (int q = 0; q < NTC_MAX_PARAMS; q++)
-            if (param_trainable(g, n, q)) {
+            if (st->gpar[q]) {
                 gpar[q] = t->pgrad_t[task] + t->param_off[t->param_index[n->par[q]]];
                 any_par = true;
             }
@@ -389,6 +390,8 @@ static int build_program(ntc_trainer *t, bwd_program *p, const bool *in_scope, c
             continue;
         bwd_step *st = &p->steps[p->n_steps++];
         st->node = ni;
+        for (int q = 0; q < NTC_MAX_PARAMS; q++)
+            st->gpar[q] = param_trainable(g, n, q);
         st->gin = ntc_arena_alloc(t->arena, sizeof(bool) * (size_t)n->n_in + 1);
         st->zero = ntc_arena_alloc(t->arena, sizeof(int) * (size_t)n->n_in + 1);
         if (!st->gin || !st->zero) {
