@@ -497,6 +497,33 @@ START_TEST(misc_ops)
 }
 END_TEST
 
+/* A 2-D graph: linear -> relu -> linear (no bias) -> softmax, with a mix
+ * of three inputs and an add of three in between. */
+START_TEST(mlp)
+{
+    int x;
+    ntc_graph *g = input_graph("N,37", &x);
+    int l1 = node1(g, NTC_OP_linear, "l1", x);
+    g->nodes[l1].a.units = 19;
+    ntc_node_add_param(g, l1, "weight", NULL);
+    ntc_node_add_param(g, l1, "bias", NULL);
+    int r = node1(g, NTC_OP_relu, "r", out_of(g, l1));
+    int three[3] = {out_of(g, l1), out_of(g, r), out_of(g, l1)};
+    int mix = ntc_graph_add_node(g, NTC_OP_mix, "mix", three, 3, -1);
+    ntc_node_add_param(g, mix, "alpha", NULL);
+    int sum3[3] = {out_of(g, mix), out_of(g, r), out_of(g, mix)};
+    int add = ntc_graph_add_node(g, NTC_OP_add, "add", sum3, 3, -1);
+    int l2 = node1(g, NTC_OP_linear, "l2", out_of(g, add));
+    g->nodes[l2].a.units = 7;
+    ntc_node_add_param(g, l2, "weight", NULL);
+    int sm = node1(g, NTC_OP_softmax, "sm", out_of(g, l2));
+    ntc_graph_add_output(g, "p", out_of(g, sm));
+    fill_params(g, 9u);
+    check_graph(g, 4, "mlp");
+    ntc_graph_free(g);
+}
+END_TEST
+
 /* Nodes that do not reach the output are not compiled (so their missing
  * weights do not matter); a missing weight on the path is named. */
 START_TEST(errors)
@@ -884,6 +911,7 @@ int main(void)
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);
+    tcase_add_test(tc, mlp);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, vector_code);
     tcase_add_test(tc, resnet20);
