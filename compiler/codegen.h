@@ -12,9 +12,12 @@
  * the convolutions' scratch of one item.  Callers split big batches over
  * threads, one workspace each.
  *
- * Each node becomes an internal function emitted by its op's row in the
- * emitter table (codegen.c); the emitters live in codegen_ops.c and
- * codegen_conv.c and use the small loop-building helpers below. */
+ * codegen_plan.c groups the nodes into steps (a conv2d absorbs a following
+ * batchnorm -> add -> relu chain) and lays out the workspace; each step
+ * becomes an internal function emitted by its head op's row in the emitter
+ * table (codegen.c); the emitters live in codegen_ops.c and codegen_conv.c
+ * and use the loop-building helpers of codegen_build.c declared below.
+ * docs/compiler.md tells the whole story. */
 #ifndef NTC_COMPILER_CODEGEN_H
 #define NTC_COMPILER_CODEGEN_H
 
@@ -35,7 +38,7 @@ typedef struct {
     int *params;                /* value handles, in the table order of the entry */
     int input, output;          /* value handles */
     int64_t in_numel, out_numel;/* floats per item */
-    int64_t ws_floats;          /* workspace per item-sequence (one thread) */
+    int64_t ws_floats;          /* workspace floats one thread needs */
     void *obj;                  /* object file bytes (ntc_malloc'ed) */
     size_t obj_len;
     char *ir;                   /* optimised IR text if keep_ir, else NULL */
@@ -101,6 +104,8 @@ bool cg_same_node_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
 void cg_function_attrs(cg *c, LLVMValueRef fn);
 void cg_add_attr(cg *c, LLVMValueRef fn, unsigned idx, const char *name);
 
+#define CG_MAX_INPUTS 64
+
 /* What an emitter gets: the node and its operands as pointer values of the
  * node's function (one batch item; parameters absent from the node are
  * NULL, never dereferenced). */
@@ -108,7 +113,7 @@ typedef struct {
     const ntc_node *n;
     const ntc_shape *in_shape;  /* per input, dims[0] is the batch */
     const ntc_shape *out_shape;
-    LLVMValueRef in[64];        /* up to the node's n_in (<= 64, checked) */
+    LLVMValueRef in[CG_MAX_INPUTS]; /* the node's n_in (codegen.c refuses more) */
     LLVMValueRef out, scratch;
     LLVMValueRef par[NTC_MAX_PARAMS];
     /* An epilogue fused into a conv2d: codegen.c finds conv2d ->
@@ -121,8 +126,6 @@ typedef struct {
     LLVMValueRef residual;      /* the add's other input, or NULL */
     bool relu;
 } cg_node;
-
-#define CG_MAX_INPUTS 64
 
 /* An emitter fills the node's function body at the builder's position and
  * returns 0, or -1 with err filled. */
