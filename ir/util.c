@@ -222,9 +222,10 @@ char *ntc_read_file(const char *path, size_t *len, ntc_err *err)
         return NULL;
     }
     if (ferror(f)) {
+        int e = errno;
         fclose(f);
         ntc_free(buf);
-        ntc_error(err, path, 0, "read failed");
+        ntc_error(err, path, 0, "cannot read: %s", strerror(e));
         return NULL;
     }
     fclose(f);

@@ -97,9 +97,11 @@ static int add_proxy(ntc_graph *g, const char *name, int src, int dst, int *bloc
             return ntc_error(err, g->path, 0, "proxy %s: cannot map %" PRId64 "x%" PRId64 " onto %" PRId64 "x%" PRId64,
                              name, s->dims[2], s->dims[3], d->dims[2], d->dims[3]);
     }
+    if (ntc_graph_find_block(g, name) >= 0)
+        return ntc_error(err, g->path, 0, "proxy block '%s' exists already", name);
     int b = ntc_graph_add_block(g, name, NTC_ROLE_TASK);
     if (b < 0)
-        return ntc_error(err, g->path, 0, "proxy block '%s' exists already", name);
+        return ntc_error(err, g->path, 0, "out of memory");
     *block_out = b;
     char nm[600];
     int x = src;
@@ -119,8 +121,8 @@ static int add_proxy(ntc_graph *g, const char *name, int src, int dst, int *bloc
     int c = add_conv1x1(g, nm, x, (int)d->dims[1], b);
     snprintf(nm, sizeof nm, "%s.bn", name);
     int n = c < 0 ? -1 : add_bn(g, nm, g->nodes[c].out, b);
-    if (n < 0)
-        return ntc_error(err, g->path, 0, "cannot add the nodes of proxy '%s'", name);
+    if (n < 0) /* names were checked free above, so only memory can fail */
+        return ntc_error(err, g->path, 0, "out of memory adding the nodes of proxy '%s'", name);
     return g->nodes[n].out;
 }
 

@@ -706,9 +706,11 @@ void ntc_trainer_free(ntc_trainer *t)
         if (t->grad)
             ntc_free(t->grad[v]);
     }
-    for (int i = 0; i < g->n_nodes && t->bn_mean; i++) {
-        ntc_free(t->bn_mean[i]);
-        ntc_free(t->bn_invstd[i]);
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (t->bn_mean)
+            ntc_free(t->bn_mean[i]);
+        if (t->bn_invstd)
+            ntc_free(t->bn_invstd[i]);
     }
     for (int i = 0; i < t->threads; i++) {
         if (t->work)

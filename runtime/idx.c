@@ -50,6 +50,10 @@ static int gz_fail(gzFile f, const char *path, ntc_err *err)
     const char *msg = gzerror(f, &code);
     if (code == Z_ERRNO)   /* the file itself, e.g. a directory */
         return ntc_error(err, path, 0, "cannot read: %s", strerror(errno));
+    /* zlib prefixes its message with the path, which the error has already */
+    size_t pl = strlen(path);
+    if (msg && !strncmp(msg, path, pl) && !strncmp(msg + pl, ": ", 2))
+        msg += pl + 2;
     return ntc_error(err, path, 0, "corrupt gzip data: %s", msg ? msg : "unknown zlib error");
 }
 
@@ -81,7 +85,9 @@ static int read_idx_stream(gzFile f, const char *path, ntc_array *out, ntc_err *
         const unsigned char *d = dims + 4 * i;
         shape.dims[i] = (int64_t)((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 |
                                   (uint32_t)d[2] << 8 | d[3]);
-        if (__builtin_mul_overflow(n, (size_t)shape.dims[i], &n))
+        if (shape.dims[i] == 0)
+            return ntc_error(err, path, 0, "IDX dimension %d is 0 (an empty data set)", i + 1);
+        if (__builtin_mul_overflow(n, (size_t)shape.dims[i], &n) || n > (size_t)INT64_MAX)
             return ntc_error(err, path, 0, "IDX dimensions too large");
     }
     uint8_t *data = ntc_malloc(n ? n : 1);
@@ -98,9 +104,18 @@ static int read_idx_stream(gzFile f, const char *path, ntc_array *out, ntc_err *
                          n, (long long)got);
     }
     unsigned char extra;
-    if (gz_read_all(f, &extra, 1) != 0) {
+    got = gz_read_all(f, &extra, 1);
+    if (got != 0) {
         ntc_free(data);
-        return ntc_error(err, path, 0, "trailing bytes after the IDX data");
+        return got < 0 ? gz_fail(f, path, err) : ntc_error(err, path, 0, "trailing bytes after the IDX data");
+    }
+    /* A gzip stream cut before its CRC trailer reads to the end of the data
+     * without an error; zlib says so only now. */
+    int code;
+    gzerror(f, &code);
+    if (code != Z_OK) {
+        ntc_free(data);
+        return gz_fail(f, path, err);
     }
     out->dtype = NTC_DT_U8;
     out->shape = shape;

@@ -176,13 +176,13 @@ static void descr_name(const char *d, char *buf, size_t len)
     const char *kinds[][2] = {{"f", "float"}, {"i", "int"}, {"u", "uint"},
                               {"c", "complex"}, {"b", "bool"}};
     if (strlen(d) >= 3 && strchr("<>|=", d[0])) {
-        int bytes = atoi(d + 2);
+        long bytes = strtol(d + 2, NULL, 10);
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-            if (d[1] == kinds[k][0][0] && bytes > 0) {
+            if (d[1] == kinds[k][0][0] && bytes > 0 && bytes <= 1024) {
                 if (d[1] == 'b')
                     snprintf(buf, len, "bool");
                 else
-                    snprintf(buf, len, "%s%d", kinds[k][1], bytes * 8);
+                    snprintf(buf, len, "%s%ld", kinds[k][1], bytes * 8);
                 return;
             }
     }

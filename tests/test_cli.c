@@ -209,10 +209,9 @@ START_TEST(stats_no_block_row)
     g->nodes[ntc_graph_find_node(g, "head.fc")].block = -1;
     g->blocks[ntc_graph_find_block(g, "stem")].frozen = true;
     ntc_err err = {0};
-    char *wname = strdup(xml);
-    strcpy(strrchr(wname, '.'), ".safetensors");
+    char wname[4096];
+    snprintf(wname, sizeof wname, "%.*s.safetensors", (int)(strrchr(xml, '.') - xml), xml);
     ck_assert_msg(ntc_graph_write_xml(g, xml, wname, &err) == 0, "%s", ntc_err_str(&err));
-    free(wname);
     char *out;
     ck_assert_int_eq(tu_ntc(&out, "stats --json %s", xml), 0);
     const char *row = strstr(out, "{\"name\": \"(no block)\", \"role\": \"none\"");
