@@ -13,8 +13,12 @@
  *    input channels (a loop) and taps (unrolled), each step one vector load
  *    per p-vector, one broadcast weight per filter and FB x XB FMAs.
  * 3. Compact.  Tiles go to a scratch plane of PWs-wide rows; the valid
- *    columns are copied out (skipped when the rows have no waste and the
- *    plane is a whole number of vectors, e.g. 1x1 convolutions on 28x28).
+ *    columns are copied out (in place when the rows have no waste and the
+ *    plane is a whole number of tiles, e.g. 1x1 convolutions on 28x28),
+ *    applying the fused batchnorm/add/relu epilogue on the way.
+ *
+ * Steps 1 and 2 form a "core" function shared by every convolution of the
+ * same shape whatever its epilogue; step 3 is emitted per step.
  *
  * The copy and the compaction are O(C*H*W) and O(F*OH*OW) against the
  * convolution's O(F*C*KH*KW*OH*OW), and the packed input lets the inner
