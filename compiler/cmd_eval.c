@@ -2,6 +2,7 @@
  * classifier graph on a labelled dataset. */
 #include "driver.h"
 #include "ntc/data.h"
+#include "ntc/jit.h"
 #include "ntc/runtime.h"
 
 #include <math.h>
@@ -25,7 +26,9 @@ static const char eval_help[] =
     "  --val-size N    examples of train held out as val (default 0)\n"
     "  --batch B       images per forward pass (default 256)\n"
     "  --limit N       only the first N examples of the split\n"
-    "  --threads T     worker threads (default: one per CPU)\n"
+    "  --threads T     worker threads (default: one per CPU; not with --jit)\n"
+    "  --jit           compile the graph for this CPU through LLVM and evaluate the\n"
+    "                  native code (the graph must have exactly one output)\n"
     "  --mean M --std S  normalisation x = (pixel/255 - M) / S for every channel\n"
     "                  (default: the dataset's documented one)\n"
     "  --resize        resample images to the graph's input size\n"
@@ -37,6 +40,7 @@ typedef struct {
     const char *graph;
     ntc_data_opts data;
     long batch, limit, threads;
+    bool jit;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o)
@@ -51,8 +55,8 @@ static int parse(int argc, char **argv, eval_opts *o)
             fputs(eval_help, stdout);
             return -1;
         }
-        if (!strcmp(a, "--resize")) {
-            o->data.resize = true;
+        if (!strcmp(a, "--resize") || !strcmp(a, "--jit")) {
+            *(a[2] == 'r' ? &o->data.resize : &o->jit) = true;
             continue;
         }
         if (a[0] != '-') {
@@ -102,6 +106,8 @@ static int parse(int argc, char **argv, eval_opts *o)
         return drv_usage("eval", "no --data given");
     if (mean != std)
         return drv_usage("eval", "--mean and --std go together");
+    if (o->jit && o->threads)
+        return drv_usage("eval", "--threads does not apply to --jit (the native code uses every CPU)");
     return 0;
 }
 
@@ -152,7 +158,8 @@ int cmd_eval(int argc, char **argv)
     ntc_err err = {0};
     ntc_dataset *ds = NULL;
     ntc_exec *x = NULL;
-    float *images = NULL;
+    ntc_jit *j = NULL;
+    float *images = NULL, *jit_logits = NULL;
     int32_t *labels = NULL;
     int64_t *idx = NULL, classes = 0;
     rc = 1;
@@ -172,14 +179,16 @@ int cmd_eval(int argc, char **argv)
         drv_failf("%s is empty", ds->name);
         goto done;
     }
-    if (!(x = ntc_exec_new_threads(g, batch, (int)o.threads, &err))) {
+    if (o.jit ? !(j = ntc_jit_compile(g, &err)) : !(x = ntc_exec_new_threads(g, batch, (int)o.threads, &err))) {
         drv_fail(&err);
         goto done;
     }
     images = malloc(sizeof(float) * ntc_dataset_example_size(ds) * (size_t)batch);
     labels = malloc(sizeof(int32_t) * (size_t)batch);
     idx = malloc(sizeof(int64_t) * (size_t)batch);
-    if (!images || !labels || !idx) {
+    if (j)
+        jit_logits = malloc(sizeof(float) * (size_t)classes * (size_t)batch);
+    if (!images || !labels || !idx || (j && !jit_logits)) {
         drv_failf("out of memory for a batch of %d", batch);
         goto done;
     }
@@ -193,12 +202,12 @@ int cmd_eval(int argc, char **argv)
         ntc_dataset_fill(ds, idx, n, images, labels);
         const float *in[] = {images};
         double t0 = now();
-        if (ntc_exec_run(x, in, n, &err)) {
+        if (j ? ntc_jit_run(j, images, n, jit_logits, &err) : ntc_exec_run(x, in, n, &err)) {
             drv_fail(&err);
             goto done;
         }
         busy += now() - t0;
-        const float *logits = ntc_exec_output(x, 0);
+        const float *logits = j ? jit_logits : ntc_exec_output(x, 0);
         for (int i = 0; i < n; i++)
             score(logits + i * classes, classes, labels[i], &loss, &hits);
         if (progress)
@@ -207,14 +216,19 @@ int cmd_eval(int argc, char **argv)
     if (progress)
         fputs("\r\033[K", stderr);
     printf("%s: %lld images\n", ds->name, (long long)total);
-    printf("accuracy %.2f%%  loss %.4f  %.0f images/s (forward only, batch %d, %d threads)\n",
-           100.0 * (double)hits / (double)total, loss / (double)total, (double)total / busy, batch,
-           ntc_exec_threads(x));
+    printf("accuracy %.2f%%  loss %.4f  %.0f images/s (forward only, batch %d, ", 100.0 * (double)hits / (double)total,
+           loss / (double)total, (double)total / busy, batch);
+    if (j)
+        printf("JIT)\n");
+    else
+        printf("%d threads)\n", ntc_exec_threads(x));
     rc = 0;
 done:
     free(images);
     free(labels);
     free(idx);
+    free(jit_logits);
+    ntc_jit_free(j);   /* before the graph it borrows */
     ntc_exec_free(x);
     ntc_dataset_free(ds);
     ntc_graph_free(g);

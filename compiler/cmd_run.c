@@ -1,6 +1,8 @@
-/* ntc run: feed .npy arrays to a graph and write its outputs as .npy. */
+/* ntc run: feed .npy arrays to a graph and write its outputs as .npy,
+ * through the interpreter or (--jit) native code compiled for this CPU. */
 #include "driver.h"
 #include "ntc/data.h"
+#include "ntc/jit.h"
 #include "ntc/runtime.h"
 
 #include <stdio.h>
@@ -11,8 +13,8 @@
 static const char run_help[] =
     "usage: ntc run GRAPH.xml --input X.npy [--input NAME=X.npy ...] -o Y.npy [OPTIONS]\n"
     "\n"
-    "Runs the graph forward with the interpreter on every item of the input\n"
-    "arrays and writes the outputs as float32 .npy files.\n"
+    "Runs the graph forward with the interpreter (or, with --jit, native code)\n"
+    "on every item of the input arrays and writes the outputs as float32 .npy files.\n"
     "\n"
     "options:\n"
     "  --input [NAME=]X.npy  a float32 array [B, ...] for a graph input; without\n"
@@ -20,9 +22,13 @@ static const char run_help[] =
     "                     batch, is any size; the other dimensions must match.\n"
     "  -o [NAME=]Y.npy    where an output goes (without NAME: the first output)\n"
     "  --batch B          items per forward pass (default: the whole array, at most 256)\n"
-    "  --threads T        worker threads (default: one per CPU)\n"
+    "  --threads T        worker threads (default: one per CPU; not with --jit)\n"
+    "  --jit              compile the graph for this CPU through LLVM first and run\n"
+    "                     the native code (one input and one output; outputs equal\n"
+    "                     the interpreter's up to float rounding)\n"
     "  --repeat R         run the forward R times (for timing; default 1)\n"
-    "  --time             print the forward time per pass on stderr\n"
+    "  --time             print the forward time per pass (and the JIT's compile\n"
+    "                     time) on stderr\n"
     "\n"
     "Inputs must already be float32: run feeds arrays to the graph unchanged and\n"
     "does not guess a normalisation for raw uint8 pixels.  Convert them first\n"
@@ -125,8 +131,14 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* What runs the graph: the interpreter (x) or the JIT's native code (j). */
+typedef struct {
+    ntc_exec *x;
+    ntc_jit *j;
+} engine;
+
 /* Runs every chunk of `chunk` items, copying outputs into results. */
-static int forward_all(ntc_exec *x, const ntc_graph *g, const ntc_array *arrays, int64_t batch, int chunk,
+static int forward_all(const engine *e, const ntc_graph *g, const ntc_array *arrays, int64_t batch, int chunk,
                        float **results)
 {
     const float *ptr[MAX_IO];
@@ -135,11 +147,16 @@ static int forward_all(ntc_exec *x, const ntc_graph *g, const ntc_array *arrays,
         for (int i = 0; i < g->n_inputs; i++)
             ptr[i] = (const float *)arrays[i].data + at * item_numel(g, g->inputs[i]);
         ntc_err err = {0};
-        if (ntc_exec_run(x, ptr, n, &err))
+        if (e->j) {   /* one input, one output: the JIT writes straight into the result */
+            if (ntc_jit_run(e->j, ptr[0], n, results[0] + at * item_numel(g, g->outputs[0].value), &err))
+                return drv_fail(&err);
+            continue;
+        }
+        if (ntc_exec_run(e->x, ptr, n, &err))
             return drv_fail(&err);
         for (int o = 0; o < g->n_outputs; o++) {
             int64_t per = item_numel(g, g->outputs[o].value);
-            memcpy(results[o] + at * per, ntc_exec_output(x, o), sizeof(float) * (size_t)(per * n));
+            memcpy(results[o] + at * per, ntc_exec_output(e->x, o), sizeof(float) * (size_t)(per * n));
         }
     }
     return 0;
@@ -165,7 +182,7 @@ int cmd_run(int argc, char **argv)
     binding in[MAX_IO], out[MAX_IO];
     int n_in = 0, n_out = 0;
     long chunk = 0, threads = 0, repeat = 1;
-    bool timing = false;
+    bool timing = false, jit = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -202,6 +219,8 @@ int cmd_run(int argc, char **argv)
                 return drv_usage("run", "--repeat must be >= 1");
         } else if (!strcmp(a, "--time")) {
             timing = true;
+        } else if (!strcmp(a, "--jit")) {
+            jit = true;
         } else if (a[0] == '-') {
             return drv_usage("run", "unknown option '%s'", a);
         } else if (graph) {
@@ -216,6 +235,8 @@ int cmd_run(int argc, char **argv)
         return drv_usage("run", "no --input given");
     if (!n_out)
         return drv_usage("run", "no -o given");
+    if (jit && threads)
+        return drv_usage("run", "--threads does not apply to --jit (the native code uses every CPU)");
 
     ntc_graph *g = drv_read_graph(graph);
     if (!g)
@@ -224,7 +245,7 @@ int cmd_run(int argc, char **argv)
     ntc_array arrays[MAX_IO] = {{0}};
     float *results[MAX_IO] = {0};
     int which[MAX_IO];
-    ntc_exec *x = NULL;
+    engine e = {0};
     int64_t batch = -1;
     if (g->n_inputs > MAX_IO || g->n_outputs > MAX_IO) {
         drv_failf("%s: more than %d inputs or outputs", graph, MAX_IO);
@@ -238,9 +259,16 @@ int cmd_run(int argc, char **argv)
     if (chunk > batch)
         chunk = batch;
     ntc_err err = {0};
-    if (!(x = ntc_exec_new_threads(g, (int)chunk, (int)threads, &err))) {
+    double t0 = now();
+    if (jit ? !(e.j = ntc_jit_compile(g, &err)) : !(e.x = ntc_exec_new_threads(g, (int)chunk, (int)threads, &err))) {
         drv_fail(&err);
         goto done;
+    }
+    if (jit && timing) {
+        double ir, opt, emit;
+        ntc_jit_times(e.j, &ir, &opt, &emit);
+        fprintf(stderr, "ntc run: JIT compile %.3f ms (IR %.3f, optimise %.3f, machine code %.3f)\n",
+                1e3 * (now() - t0), 1e3 * ir, 1e3 * opt, 1e3 * emit);
     }
     for (int o = 0; o < g->n_outputs; o++)
         if (!(results[o] = malloc(sizeof(float) * (size_t)(item_numel(g, g->outputs[o].value) * batch)))) {
@@ -248,12 +276,15 @@ int cmd_run(int argc, char **argv)
             goto done;
         }
     for (long r = 0; r < repeat; r++) {
-        double t0 = now();
-        if (forward_all(x, g, arrays, batch, (int)chunk, results))
+        t0 = now();
+        if (forward_all(&e, g, arrays, batch, (int)chunk, results))
             goto done;
-        if (timing)
+        if (timing && jit)
+            fprintf(stderr, "ntc run: %lld items in %.3f ms (batch %ld, JIT)\n", (long long)batch,
+                    1e3 * (now() - t0), chunk);
+        else if (timing)
             fprintf(stderr, "ntc run: %lld items in %.3f ms (batch %ld, %d threads)\n", (long long)batch,
-                    1e3 * (now() - t0), chunk, ntc_exec_threads(x));
+                    1e3 * (now() - t0), chunk, ntc_exec_threads(e.x));
     }
     rc = write_outputs(g, out, which, n_out, batch, results);
 done:
@@ -261,7 +292,8 @@ done:
         ntc_array_free(&arrays[i]);
         free(results[i]);
     }
-    ntc_exec_free(x);
+    ntc_jit_free(e.j);   /* before the graph it borrows */
+    ntc_exec_free(e.x);
     ntc_graph_free(g);
     return rc;
 }
