@@ -137,7 +137,7 @@ static int parse_tensor(const char *path, const ntc_json *m, uint64_t data_len, 
                          "tensor '%s': data_offsets [%llu,%llu] lie outside the data section (%llu bytes)",
                          name, (unsigned long long)t->begin, (unsigned long long)t->end,
                          (unsigned long long)data_len);
-    uint64_t esize = dtype_size(t->dtype), bytes;
+    uint64_t esize = dtype_size(t->dtype), bytes = 0;
     if (esize && (overflow || __builtin_mul_overflow(numel, esize, &bytes) || bytes != t->end - t->begin)) {
         char s[256];
         format_json_shape(shape, s, sizeof s);
