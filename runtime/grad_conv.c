@@ -15,57 +15,6 @@
 #include <cblas.h>
 #include <string.h>
 
-static bool is_pointwise(const ntc_attrs *a)
-{
-    return a->kernel[0] == 1 && a->kernel[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 &&
-           !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
-}
-
-/* Output columns ow whose input column ow*sw + off lies inside [0, W):
- * [lo, hi), clipped to [0, OW). */
-static void inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi)
-{
-    int64_t l = off >= 0 ? 0 : (-off + sw - 1) / sw;
-    int64_t h = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
-    if (h > OW)
-        h = OW;
-    if (l > h)
-        l = h;
-    *lo = l, *hi = h;
-}
-
-/* Unfolds one item x[C, H, W] into cols[C*kh*kw, OH*OW] (zeros for padding),
- * the same layout as the forward's. */
-static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
-                   int64_t OH, int64_t OW, float *cols)
-{
-    const int kh = a->kernel[0], kw = a->kernel[1], sh = a->stride[0], sw = a->stride[1];
-    const int dh = a->dilation[0], dw = a->dilation[1], pt = a->pad[0], pl = a->pad[1];
-    for (int64_t c = 0; c < C; c++)
-        for (int i = 0; i < kh; i++)
-            for (int j = 0; j < kw; j++) {
-                float *row = cols + ((c * kh + i) * kw + j) * OH * OW;
-                const int64_t off = (int64_t)j * dw - pl;
-                int64_t lo, hi;
-                inside_cols(off, sw, W, OW, &lo, &hi);
-                for (int64_t oh = 0; oh < OH; oh++, row += OW) {
-                    const int64_t ih = oh * sh - pt + (int64_t)i * dh;
-                    if (ih < 0 || ih >= H) {
-                        memset(row, 0, sizeof(float) * (size_t)OW);
-                        continue;
-                    }
-                    const float *xr = x + (c * H + ih) * W + off;
-                    memset(row, 0, sizeof(float) * (size_t)lo);
-                    if (sw == 1)
-                        memcpy(row + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
-                    else
-                        for (int64_t ow = lo; ow < hi; ow++)
-                            row[ow] = xr[ow * sw];
-                    memset(row + hi, 0, sizeof(float) * (size_t)(OW - hi));
-                }
-            }
-}
-
 /* dst[i] += src[i] for i < n, four floats at a time: the project builds
  * at -O2, where GCC does not vectorise a loop that needs an alias check,
  * and this add is most of col2im's time. */
@@ -93,7 +42,7 @@ static void col2im_add(const ntc_attrs *a, const float *dcols, int64_t C, int64_
                 const float *row = dcols + ((c * kh + i) * kw + j) * OH * OW;
                 const int64_t off = (int64_t)j * dw - pl;
                 int64_t lo, hi;
-                inside_cols(off, sw, W, OW, &lo, &hi);
+                ntc_conv_inside_cols(off, sw, W, OW, &lo, &hi);
                 for (int64_t oh = 0; oh < OH; oh++, row += OW) {
                     const int64_t ih = oh * sh - pt + (int64_t)i * dh;
                     if (ih < 0 || ih >= H)
@@ -130,7 +79,7 @@ void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in
     const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
     const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
     const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW;
-    const bool pointwise = is_pointwise(a);
+    const bool pointwise = ntc_conv_pointwise(a);
     float *dx = grad_in ? grad_in[0] : NULL;
     float *dw = grad_par ? grad_par[0] : NULL, *db = grad_par ? grad_par[1] : NULL;
     for (int b = 0; b < k->batch; b++) {
@@ -141,7 +90,7 @@ void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in
         if (dw) {
             const float *cols = x;
             if (!pointwise) {
-                im2col(a, x, C, H, W, OH, OW, k->work);
+                ntc_im2col(a, x, C, H, W, OH, OW, 0, OH, k->work);
                 cols = k->work;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)P,

@@ -16,23 +16,31 @@
 #include <cblas.h>
 #include <string.h>
 
-static bool is_pointwise(const ntc_node *n)
+bool ntc_conv_pointwise(const ntc_attrs *a)
 {
-    const ntc_attrs *a = &n->a;
     return a->kernel[0] == 1 && a->kernel[1] == 1 && a->stride[0] == 1 && a->stride[1] == 1 &&
            !a->pad[0] && !a->pad[1] && !a->pad[2] && !a->pad[3];
 }
 
+void ntc_conv_inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int64_t h = W - off <= 0 ? 0 : (W - off + sw - 1) / sw; /* first ow with iw >= W */
+    if (h > OW)
+        h = OW;
+    if (l > h)
+        l = h;
+    *lo = l, *hi = h;
+}
+
 int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
 {
-    if (is_pointwise(n))
+    if (ntc_conv_pointwise(&n->a))
         return 0;
     return in->dims[1] * n->a.kernel[0] * n->a.kernel[1] * out->dims[2] * out->dims[3];
 }
 
-/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] into the matching
- * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, OH*OW]. */
-static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
+void ntc_im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
                    int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, float *cols)
 {
     const int kh = a->kernel[0], kw = a->kernel[1];
@@ -47,13 +55,8 @@ static void im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int
                 /* Output columns whose input column is inside [0, W): the
                  * range is computed once per (i, j) so the inner loop is
                  * branch-free. */
-                int64_t off = (int64_t)j * dw - pl;
-                int64_t ow_lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                int64_t ow_hi = W - off <= 0 ? 0 : (W - off + sw - 1) / sw; /* first ow with iw >= W */
-                if (ow_hi > OW)
-                    ow_hi = OW;
-                if (ow_lo > ow_hi)
-                    ow_lo = ow_hi;
+                int64_t off = (int64_t)j * dw - pl, ow_lo, ow_hi;
+                ntc_conv_inside_cols(off, sw, W, OW, &ow_lo, &ow_hi);
                 for (int64_t oh = oh0; oh < oh1; oh++, row += OW) {
                     int64_t ih = oh * sh - pt + (int64_t)i * dh;
                     if (ih < 0 || ih >= H) {
@@ -96,8 +99,8 @@ static void conv_rows(const ntc_kargs *k, const float *x, float *y, int64_t oh0,
     const int64_t p0 = oh0 * OW, cols_n = (oh1 - oh0) * OW;
     const float *w = k->par[0], *bias = k->par[1];
     const float *cols = x;
-    if (!is_pointwise(n)) {
-        im2col(&n->a, x, C, H, W, OH, OW, oh0, oh1, k->work);
+    if (!ntc_conv_pointwise(&n->a)) {
+        ntc_im2col(&n->a, x, C, H, W, OH, OW, oh0, oh1, k->work);
         cols = k->work;
     }
     float beta = 0.0f;

@@ -84,6 +84,18 @@ int64_t work_mix(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 /* Block length of the elementwise loops (see kern_elementwise.c). */
 #define NTC_VEC 8
 
+/* Convolution helpers shared by the forward and backward kernels
+ * (kern_conv.c). */
+/* 1x1, stride 1, no padding: the input already is the im2col matrix. */
+bool ntc_conv_pointwise(const ntc_attrs *a);
+/* Output columns ow whose input column ow*sw + off lies inside [0, W):
+ * [*lo, *hi), clipped to [0, OW). */
+void ntc_conv_inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi);
+/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] into the matching
+ * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, OH*OW] (zeros for padding). */
+void ntc_im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
+                int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, float *cols);
+
 /* Product of dims[from..rank); 1 when from >= rank.  Shared by the kernels. */
 int64_t ntc_numel_from(const ntc_shape *s, int from);
 
