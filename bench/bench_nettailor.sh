@@ -50,7 +50,8 @@ for r in $(seq "$repeats"); do
     "$ntc" train "$tmp/student.xml" --teacher "$tmp/teacher.xml" --data fashion-mnist \
         --lambda-teacher 10 --lambda-complexity 0.3 --epochs 1 --limit $((steps * batch)) --batch "$batch" \
         --threads 2 --augment none --no-test --run-dir "$tmp/run" -o "$tmp/tuned.xml" >"$tmp/ntc.log" 2>&1
-    ips=$(sed -n 's/^trained .*, \([0-9.]*\) images\/s$/\1/p' "$tmp/ntc.log")
+    # train.jsonl has the rate to 0.1 image/s, the summary line rounds it.
+    ips=$(sed -n 's/.*"images_per_s": \([0-9.]*\).*/\1/p' "$tmp/run/train.jsonl" 2>/dev/null | tail -n 1)
     [ -n "$ips" ] || { cat "$tmp/ntc.log" >&2; exit 1; }
     echo "$ips" >>"$tmp/ntc"
     printf '%-4s %-18s %10s %8s\n' "$r" ntc "$ips" "$l"
