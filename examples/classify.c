@@ -22,12 +22,18 @@
  * Input: a float32 .npy array [N, ...] whose item size is every task's
  * input size (e.g. [N,1,28,28], already normalised as the tasks were
  * trained).  Output: a line "image<TAB>task...", then one line per image
- * with its index and, for each task, the class of the largest output. */
+ * with its index and, for each task, the class of the largest output.
+ *
+ * --memory (first argument) also prints on stderr the process's
+ * proportional set size (PSS, /proc/self/smaps_rollup) before the tasks
+ * are loaded (the images read) and after they have run: what holding the
+ * tasks costs (bench/bench_compile.sh uses it). */
 #define _POSIX_C_SOURCE 200809L   /* strdup, getline with -std=c11 */
 
 #include <ctype.h>
 #include <dlfcn.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,6 +226,20 @@ static void unload(task *t)
         dlclose(t->lib);
 }
 
+/* The process's proportional set size in kB (Linux), or -1. */
+static long long pss_kb(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss: %lld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
 static long long argmax(const float *z, long long k)
 {
     long long best = 0;
@@ -230,8 +250,12 @@ static long long argmax(const float *z, long long k)
 
 int main(int argc, char **argv)
 {
+    bool memory = argc > 1 && !strcmp(argv[1], "--memory");
+    if (memory)
+        argv++, argc--;
     if (argc < 3 || argc - 2 > MAX_TASKS) {
-        fprintf(stderr, "usage: %s TASK.so [TASK.so ...] IMAGES.npy   (at most %d tasks)\n", argv[0], MAX_TASKS);
+        fprintf(stderr, "usage: classify [--memory] TASK.so [TASK.so ...] IMAGES.npy   (at most %d tasks)\n",
+                MAX_TASKS);
         return 2;
     }
     int n_tasks = argc - 2, rc = 1;
@@ -240,6 +264,7 @@ int main(int argc, char **argv)
     array images = {0};
     if (read_npy(argv[argc - 1], &images))
         goto done;
+    long long pss_before = memory ? pss_kb() : 0;   /* the images are read: what follows is the tasks' */
     long long n = images.dims[0], item = 1;
     for (int d = 1; d < images.rank; d++)
         item *= images.dims[d];
@@ -270,6 +295,9 @@ int main(int argc, char **argv)
             printf("\t%lld", argmax(out[i] + b * tasks[i].out_size, tasks[i].out_size));
         printf("\n");
     }
+    if (memory)
+        fprintf(stderr, "classify: PSS %lld kB with %d tasks loaded and run, %lld kB before\n", pss_kb(), n_tasks,
+                pss_before);
     rc = 0;
 done:
     for (int i = 0; i < n_tasks; i++) {

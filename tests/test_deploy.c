@@ -300,6 +300,15 @@ START_TEST(classify_example)
     ck_assert_int_gt(distinct, 0);   /* the comparison can tell classes apart */
     free(out);
 
+    /* --memory: the same classes, and the resident memory it took */
+    rc = shell(&out, "cd %s && ./classify --memory digits-a.so b.so x.npy", dir);
+    long long after = 0, before = 0;
+    const char *m = strstr(out, "classify: PSS ");
+    ck_assert_msg(rc == 0 && m && sscanf(m, "classify: PSS %lld kB with 2 tasks loaded and run, %lld kB before", &after,
+                                         &before) == 2, "%s", out);
+    ck_assert_msg(before > 0 && after > before, "%s", out);
+    free(out);
+
     /* errors name the file and say what is wrong */
     ck_assert_int_eq(shell(&out, "cd %s && ./classify b.so bb.xml", dir), 1);
     ck_assert_msg(strstr(out, "bb.xml: not a .npy file"), "%s", out);
