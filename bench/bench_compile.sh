@@ -23,7 +23,7 @@
 # CPU's FP32 peak for 2 cores, 480 GFLOP/s.  A benchmark, not a test.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-ntc=${1:-$here/../build/ntc}
+ntc=$(realpath "${1:-$here/../build/ntc}")   # absolute: the script works in a temporary directory
 rounds=${2:-3}
 repeats=${3:-5}
 py=/usr/bin/python3
