@@ -18,6 +18,8 @@
 #   examples/demo.sh --smoke    a ResNet-8 and a few hundred images per stage:
 #                               checks the whole pipeline in a minute or two
 #   NTC_DEMO_OUT=DIR            where everything goes (default demo-out)
+#   NTC_DEMO_IMAGES=T,U,R       images each task sees while training its
+#                               teacher, tuning and retraining (overrides the mode's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
@@ -41,10 +43,13 @@ log() { printf '\n== %s\n' "$*"; }
 depth=20 src_limit=0
 case $mode in
   full)    src_epochs=12; teacher_img=150000; tune_img=150000; retrain_img=100000 ;;
-  default) src_epochs=3;  teacher_img=15000;  tune_img=20000;  retrain_img=10000 ;;
+  default) src_epochs=2;  teacher_img=15000;  tune_img=20000;  retrain_img=10000 ;;
   smoke)   src_epochs=1;  teacher_img=512;    tune_img=512;    retrain_img=256
            depth=8 src_limit=2048 out=${NTC_DEMO_OUT:-demo-smoke} ;;
 esac
+if [ -n "${NTC_DEMO_IMAGES:-}" ]; then
+  IFS=, read -r teacher_img tune_img retrain_img <<<"$NTC_DEMO_IMAGES"
+fi
 
 # ---- the source task: a ResNet-20 pre-trained on Fashion-MNIST ----------------
 mkdir -p "$out/cache"
@@ -54,7 +59,7 @@ if [ ! -f "$backbone" ]; then
   "$ntc" new resnet --depth "$depth" --input 1x28x28 --classes 10 -o "$out/cache/resnet$depth.xml"
   limit=(); ((src_limit)) && limit=(--limit "$src_limit")
   "$ntc" train "$out/cache/resnet$depth.xml" --data fashion-mnist --epochs "$src_epochs" --batch 128 \
-    --lr 0.1 --schedule cosine "${limit[@]}" -o "$backbone"
+    --lr 0.1 --schedule cosine --augment none "${limit[@]}" -o "$backbone"
 else
   log "using the cached backbone $backbone"
 fi
@@ -120,11 +125,14 @@ for t in "${tasks[@]}"; do
 done
 
 # ---- the table ---------------------------------------------------------------------
-/usr/bin/python3 - "$out/RESULTS.md" "$depth" "$src_acc" "$src_epochs" "${rows[@]}" <<'PY'
+/usr/bin/python3 - "$out/RESULTS.md" "$depth" "$src_acc" "$src_epochs" "$teacher_img,$tune_img,$retrain_img" \
+  "${rows[@]}" <<'PY'
 import json, sys
-path, depth, src_acc, src_epochs, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+path, depth, src_acc, src_epochs, images, rows = sys.argv[1:6] + [sys.argv[6:]]
+t_img, u_img, r_img = images.split(",")
 lines = [
     f"Source: ResNet-{depth} on Fashion-MNIST, {src_epochs} epochs, test accuracy {src_acc}%.",
+    f"Per task: teacher {t_img} training images, tuning {u_img}, retraining {r_img}.",
     "",
     "| task | classes | teacher acc. | tailored acc. | universal blocks kept | proxies kept "
     "| task-specific params | MACs (share of backbone) |",
