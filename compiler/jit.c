@@ -108,11 +108,12 @@ ntc_jit *ntc_jit_compile(ntc_graph *g, ntc_err *err)
     size_t ws_bytes = sizeof(float) * (size_t)(j->ws_floats + 16) * (size_t)j->threads;
     j->ws_block = ntc_malloc(ws_bytes + 64);
     j->ws = j->ws_block ? (float *)(((uintptr_t)j->ws_block + 63) & ~(uintptr_t)63) : NULL;
-    j->pool = ntc_pool_new(j->threads);
-    if (!j->params || !j->ws || !j->pool) {
-        ntc_error(err, NULL, 0, "out of memory or threads preparing the JIT");
+    if (!j->params || !j->ws) {
+        ntc_error(err, NULL, 0, "out of memory");
         goto fail;
     }
+    if (!(j->pool = ntc_pool_new(j->threads, err)))
+        goto fail;
     for (int i = 0; i < r.n_params; i++)
         j->params[i] = g->values[r.params[i]].data;
     struct timespec t0, t1;

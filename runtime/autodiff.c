@@ -595,8 +595,8 @@ static int alloc_threads(ntc_trainer *t, ntc_err *err)
         if (!(t->work[i] = ntc_malloc(sizeof(float) * (size_t)t->work_floats + 1)) ||
             !(t->pgrad_t[i] = ntc_malloc(sizeof(float) * (size_t)t->param_floats + 1)))
             return ntc_error(err, t->g->path, 0, "out of memory");
-    if (!(t->pool = ntc_pool_new(T)))
-        return ntc_error(err, t->g->path, 0, "cannot start %d threads", T);
+    if (!(t->pool = ntc_pool_new(T, err)))
+        return -1;
     return 0;
 }
 

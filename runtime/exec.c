@@ -189,7 +189,7 @@ static int alloc_threads(ntc_exec *x)
             !(x->work[t] = ntc_malloc(sizeof(float) * (size_t)(x->work_floats + 1))))
             return -1;
     }
-    return (x->pool = ntc_pool_new(x->threads)) ? 0 : -1;
+    return (x->pool = ntc_pool_new(x->threads, NULL)) ? 0 : -1;
 }
 
 ntc_exec *ntc_exec_new_threads(ntc_graph *g, int max_batch, int threads, ntc_err *err)

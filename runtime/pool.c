@@ -4,6 +4,8 @@
  * until every worker has checked in.  One run costs two condition-variable
  * round trips, which is nothing next to a forward pass. */
 #include "pool.h"
+
+#include <string.h>
 #include "ntc/util.h"
 
 #include <pthread.h>
@@ -55,11 +57,13 @@ static void *worker(void *arg)
     return NULL;
 }
 
-ntc_pool *ntc_pool_new(int threads)
+ntc_pool *ntc_pool_new(int threads, ntc_err *err)
 {
     ntc_pool *p = ntc_calloc(1, sizeof *p);
-    if (!p)
+    if (!p) {
+        ntc_error(err, NULL, 0, "out of memory");
         return NULL;
+    }
     p->threads = threads < 1 ? 1 : threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
@@ -67,12 +71,15 @@ ntc_pool *ntc_pool_new(int threads)
     if (p->threads > 1 && (!(p->tid = ntc_calloc((size_t)p->threads, sizeof(pthread_t))) ||
                            !(p->args = ntc_calloc((size_t)p->threads, sizeof(worker_arg))))) {
         ntc_pool_free(p);
+        ntc_error(err, NULL, 0, "out of memory");
         return NULL;
     }
     for (int i = 1; i < p->threads; i++) {
         p->args[i] = (worker_arg){p, i};
-        if (pthread_create(&p->tid[i], NULL, worker, &p->args[i])) {
+        int e = pthread_create(&p->tid[i], NULL, worker, &p->args[i]);
+        if (e) {
             ntc_pool_free(p);
+            ntc_error(err, NULL, 0, "cannot start thread %d of %d: %s", i + 1, threads, strerror(e));
             return NULL;
         }
         p->started = i;

@@ -6,12 +6,14 @@
 #ifndef NTC_RUNTIME_POOL_H
 #define NTC_RUNTIME_POOL_H
 
+#include "ntc/util.h"
+
 typedef struct ntc_pool ntc_pool;
 typedef void (*ntc_task_fn)(void *ctx, int task);
 
 /* A pool of `threads` threads counting the caller (threads - 1 workers);
- * NULL if threads cannot be started or memory runs out. */
-ntc_pool *ntc_pool_new(int threads);
+ * NULL with err filled ("out of memory" or why a thread did not start). */
+ntc_pool *ntc_pool_new(int threads, ntc_err *err);
 /* Runs fn(ctx, i) for i in [0, ntasks), ntasks <= threads, each on its own
  * thread, and waits for all of them.  Not reentrant, except that a run of
  * one task happens inline without the workers, so that task may itself

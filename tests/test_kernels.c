@@ -208,7 +208,7 @@ START_TEST(conv_vs_naive)
         double *want = naive_conv(t, x, par(o, 0), t->bias ? par(o, 1) : NULL, (int)os->dims[2], (int)os->dims[3]);
         /* Alone, and with each item's output rows split over 3 threads
          * (uneven shares, more threads than rows in some cases). */
-        ntc_pool *team = ntc_pool_new(3);
+        ntc_pool *team = ntc_pool_new(3, NULL);
         for (int split = 0; split < 2; split++) {
             float *y = run_team(o, &x, t->batch, split ? team : NULL);
             char what[48];
