@@ -6,9 +6,9 @@
 #   teacher   fine-tune the whole backbone on the task (lr 0.1)
 #   tailor    universal blocks frozen + proxies + alphas + new classifier
 #   tune      train proxies, alphas, classifier: CE + 10 L_teacher + 0.3 E[C]
-#             (lr 0.1, alphas lr 1)
+#             (lr 0.03, alphas lr 0.5: lr 0.1 diverged on fashion-hard)
 #   prune     drop low-alpha blocks, propagate dead layers
-#   retrain   CE + 10 L_teacher, no complexity term (lr 0.05)
+#   retrain   CE + 10 L_teacher, no complexity term (lr 0.03)
 #
 # The learning rates are higher than the reference code's (teacher 0.01)
 # because the schedules here are a few epochs, not the paper's dozens;
@@ -108,13 +108,13 @@ for t in "${tasks[@]}"; do
   "$ntc" tailor "$backbone" --max-skip 3 --classes "$classes" -o "$d/student.xml"
   # shellcheck disable=SC2046
   "$ntc" train "$d/student.xml" --teacher "$d/teacher.xml" --data "$data" $(stage tune "$tune_img") \
-    --lr 0.1 --alpha-lr 1 --lambda-teacher 10 --lambda-complexity 0.3 -o "$d/tuned.xml"
+    --lr 0.03 --alpha-lr 0.5 --lambda-teacher 10 --lambda-complexity 0.3 -o "$d/tuned.xml"
 
   log "$name: prune ($n_universal universal blocks, proxies with alpha <= 0.075), retrain"
   "$ntc" prune "$d/tuned.xml" --universal "$n_universal" --proxy-threshold 0.075 -o "$d/pruned.xml"
   # shellcheck disable=SC2046
   "$ntc" train "$d/pruned.xml" --teacher "$d/teacher.xml" --data "$data" $(stage retrain "$retrain_img") \
-    --lr 0.05 --lambda-teacher 10 --lambda-complexity 0 -o "$d/final.xml"
+    --lr 0.03 --lambda-teacher 10 --lambda-complexity 0 -o "$d/final.xml"
 
   log "$name: results"
   teacher_acc=$("$ntc" eval "$d/teacher.xml" --data "$data" | sed -n 's/^accuracy \([0-9.]*\)%.*/\1/p')
