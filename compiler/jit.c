@@ -102,8 +102,7 @@ ntc_jit *ntc_jit_compile(ntc_graph *g, ntc_err *err)
     j->t_ir = r.t_ir, j->t_opt = r.t_opt, j->t_emit = r.t_emit;
     j->ir = r.ir;
     r.ir = NULL;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    j->threads = cpus > 1 ? (int)cpus : 1;
+    j->threads = ntc_pool_default_threads(0);
     j->params = ntc_calloc((size_t)r.n_params + 1, sizeof *j->params);
     size_t ws_bytes = sizeof(float) * (size_t)(j->ws_floats + 16) * (size_t)j->threads;
     j->ws_block = ntc_malloc(ws_bytes + 64);

@@ -647,10 +647,7 @@ ntc_trainer *ntc_trainer_new(ntc_graph *g, int max_batch, int threads, ntc_err *
         ntc_error(err, g->path, 0, "batch size must be >= 1, got %d", max_batch);
         return NULL;
     }
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)online : 1;
-    }
+    threads = ntc_pool_default_threads(threads);
     if (threads > max_batch)
         threads = max_batch;
     if (ntc_graph_infer_shapes(g, err))

@@ -198,10 +198,7 @@ ntc_exec *ntc_exec_new_threads(ntc_graph *g, int max_batch, int threads, ntc_err
         ntc_error(err, g->path, 0, "batch size must be >= 1, got %d", max_batch);
         return NULL;
     }
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)online : 1;
-    }
+    threads = ntc_pool_default_threads(threads);
     if (ntc_graph_infer_shapes(g, err))
         return NULL;
     ntc_exec *x = ntc_calloc(1, sizeof *x);

@@ -9,6 +9,7 @@
 #include "ntc/util.h"
 
 #include <pthread.h>
+#include <unistd.h>
 #include <stdbool.h>
 
 typedef struct worker_arg {
@@ -55,6 +56,14 @@ static void *worker(void *arg)
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+int ntc_pool_default_threads(int requested)
+{
+    if (requested > 0)
+        return requested;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
 }
 
 ntc_pool *ntc_pool_new(int threads, ntc_err *err)

@@ -14,6 +14,9 @@ typedef void (*ntc_task_fn)(void *ctx, int task);
 /* A pool of `threads` threads counting the caller (threads - 1 workers);
  * NULL with err filled ("out of memory" or why a thread did not start). */
 ntc_pool *ntc_pool_new(int threads, ntc_err *err);
+/* `requested` when positive, else the number of online CPUs (at least 1):
+ * the default thread count of every executor. */
+int ntc_pool_default_threads(int requested);
 /* Runs fn(ctx, i) for i in [0, ntasks), ntasks <= threads, each on its own
  * thread, and waits for all of them.  Not reentrant, except that a run of
  * one task happens inline without the workers, so that task may itself
