@@ -18,7 +18,9 @@
 # and writes demo-out/RESULTS.md (a table), an SVG of each tailored network
 # and each task's .so (all sharing one universal weights file).
 #
-#   examples/demo.sh            the default run (about 15 minutes on 2 cores)
+#   examples/demo.sh            the default run: about 11 minutes for the three tasks
+#                               (measured, 2 cores) plus about 10 to pre-train the
+#                               backbone on the first run (then cached)
 #   examples/demo.sh --full     longer schedules, closer to the paper's
 #   examples/demo.sh --smoke    a ResNet-8 and a few hundred images per stage:
 #                               checks the whole pipeline in a minute or two
