@@ -36,7 +36,7 @@ case "${1:-}" in
   --full) mode=full ;;
   --smoke) mode=smoke ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
   *) echo "usage: examples/demo.sh [--full|--smoke]" >&2; exit 2 ;;
 esac
 
