@@ -2,6 +2,7 @@
  * checkpoints, resume and clean interruption; with --teacher (or on a
  * graph with mix nodes) NetTailor's architecture training. */
 #include "driver.h"
+#include "preflight.h"
 #include "ntc/data.h"
 #include "ntc/train.h"
 
@@ -201,34 +202,69 @@ static char *dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-/* Fails unless the output's directory is writable and the run directory
- * exists (made here) and is writable: checked before any training. */
-static int check_paths(train_cli *c, char **run_dir)
+/* The bytes of every tensor the weights file holds (running statistics
+ * included): a lower bound of that file's size. */
+static int64_t weights_bytes(const ntc_graph *g)
 {
+    int64_t n = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (!g->values[v].dead && g->values[v].kind == NTC_VAL_PARAM)
+            n += ntc_shape_numel(&g->values[v].shape) * (int64_t)sizeof(float);
+    return n;
+}
+
+/* Fails, naming the path, unless the output can be written and the run
+ * directory exists (made here) and has room for a checkpoint: all checked
+ * before any training, so a typo in -o or a full disk costs seconds, not
+ * the run.  A checkpoint holds the weights and the momentum (no larger
+ * than the weights); reserving twice the weights never asks for more than
+ * the run needs, which is two checkpoints while one replaces the other. */
+static int check_paths(train_cli *c, const ntc_graph *g, const char *weights, char **run_dir)
+{
+    const char *outs[] = {c->out, weights};
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        if (stat(outs[i], &sb) == 0 && S_ISDIR(sb.st_mode))
+            return drv_failf("%s: cannot write the trained %s there: it is a directory", outs[i],
+                             i ? "weights" : "graph");
+    }
     char *od = dir_of(c->out);
     if (!od)
         return drv_failf("out of memory");
-    int bad = access(od, W_OK);
-    if (bad)
-        drv_failf("%s: cannot write the output there: %s", od, strerror(errno));
-    free(od);
-    if (bad)
-        return 1;
-    if (c->resume || c->run_dir) {
-        *run_dir = strdup(c->resume ? c->resume : c->run_dir);
-    } else {
-        const char *dot = strrchr(c->out, '.'), *slash = strrchr(c->out, '/');
-        size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - c->out) : strlen(c->out);
-        if ((*run_dir = malloc(n + 5)))
-            snprintf(*run_dir, n + 5, "%.*s.run", (int)n, c->out);
+    ntc_err err = {0};
+    int64_t wb = weights_bytes(g);
+    preflight_file out = {od, 0, "the trained graph"};
+    int rc = preflight(&out, 1, &err);
+    if (rc == 0) {
+        if (c->resume || c->run_dir) {
+            *run_dir = strdup(c->resume ? c->resume : c->run_dir);
+        } else {
+            const char *dot = strrchr(c->out, '.'), *slash = strrchr(c->out, '/');
+            size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - c->out) : strlen(c->out);
+            if ((*run_dir = malloc(n + 5)))
+                snprintf(*run_dir, n + 5, "%.*s.run", (int)n, c->out);
+        }
+        if (!*run_dir)
+            rc = ntc_error(&err, NULL, 0, "out of memory");
     }
-    if (!*run_dir)
-        return drv_failf("out of memory");
-    if (!c->resume && mkdir(*run_dir, 0777) && errno != EEXIST)
-        return drv_failf("%s: cannot create the run directory: %s", *run_dir, strerror(errno));
-    if (access(*run_dir, W_OK))
-        return drv_failf("%s: cannot write checkpoints there: %s", *run_dir, strerror(errno));
-    return 0;
+    bool made = false;
+    if (rc == 0 && !c->resume) {
+        if (mkdir(*run_dir, 0777) == 0)
+            made = true;
+        else if (errno != EEXIST)
+            rc = ntc_error(&err, *run_dir, 0, "cannot create the run directory: %s", strerror(errno));
+    }
+    if (rc == 0) {
+        preflight_file files[] = {
+            {od, wb, "the trained weights"},
+            {*run_dir, wb, "checkpoints"},
+            {*run_dir, wb, "checkpoints"},
+        };
+        if ((rc = preflight(files, 3, &err)) && made)
+            rmdir(*run_dir);
+    }
+    free(od);
+    return rc ? drv_fail(&err) : 0;
 }
 
 static volatile sig_atomic_t stop_flag;
@@ -276,8 +312,10 @@ int cmd_train(int argc, char **argv)
     ntc_graph *g = NULL, *teacher = NULL;
     ntc_err err = {0};
     rc = 1;
-    if (check_paths(&c, &run_dir))
-        goto done;
+    /* A write past the file size limit (ulimit -f) then fails with EFBIG
+     * and is reported like a full disk, instead of the kernel killing the
+     * process with SIGXFSZ halfway through a checkpoint. */
+    signal(SIGXFSZ, SIG_IGN);
     if (c.resume) {
         if (!(g = ntc_train_checkpoint_graph(c.resume, &err))) {
             drv_fail(&err);
@@ -287,6 +325,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if (c.teacher && !(teacher = drv_read_graph(c.teacher)))
+        goto done;
+    if (!(weights = drv_weights_name(c.out))) {
+        drv_failf("out of memory");
+        goto done;
+    }
+    if (check_paths(&c, g, weights, &run_dir))
         goto done;
     c.t.teacher = teacher;
     c.t.nettailor = teacher || has_mix(g);
@@ -324,12 +368,10 @@ int cmd_train(int argc, char **argv)
         printf("E[C] %.4f\n", res.complexity);
     if (!c.no_test && test_eval(&c, g))
         goto done;
-    if (!(weights = drv_weights_name(c.out))) {
-        drv_failf("out of memory");
-        goto done;
-    }
     if (ntc_graph_write_xml(g, c.out, weights, &err)) {
         drv_fail(&err);
+        fprintf(stderr, "ntc: the trained model is kept in the checkpoint %s; to write %s again, run the "
+                        "same command with --resume %s\n", res.checkpoint, c.out, run_dir);
         goto done;
     }
     printf("wrote %s and %s\n", c.out, weights);

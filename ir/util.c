@@ -158,6 +158,30 @@ void ntc_arena_free(ntc_arena *a)
 
 /* ---- files ---------------------------------------------------------------- */
 
+/* Makes a rename in path's directory durable: without it a power cut can
+ * lose the rename after the old file's directory entry (or, in the
+ * trainer, the previous checkpoint) is already gone.  Best effort: the new
+ * file is in place either way, and some file systems refuse fsync on a
+ * directory. */
+static void sync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        return;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_err *err)
 {
     char tmp[4096];
@@ -166,31 +190,37 @@ int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_er
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return ntc_error(err, path, 0, "cannot write: %s", strerror(errno));
+    /* A full disk, a quota or the file size limit (EFBIG, once SIGXFSZ is
+     * ignored) shows up in write, in fsync (delayed allocation, NFS) or in
+     * close: any of them abandons the temp file, and path keeps what it
+     * held before. */
     const char *p = data;
     size_t left = len;
-    while (left > 0) {
+    int e = 0;
+    while (left > 0 && !e) {
         ssize_t w = write(fd, p, left);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            close(fd);
-            unlink(tmp);
-            return ntc_error(err, path, 0, "write failed: %s", strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
+        if (w <= 0)
+            e = w < 0 ? errno : ENOSPC;
+        else
+            p += w, left -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
+    if (!e && fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && !e && errno != EINTR)
+        e = errno;
+    if (e) {
         unlink(tmp);
-        return ntc_error(err, path, 0, "write failed: %s", strerror(e));
+        return ntc_error(err, path, 0, "write failed: %s (%s)", strerror(e),
+                         access(path, F_OK) == 0 ? "the file is unchanged" : "no file written");
     }
     if (rename(tmp, path) != 0) {
-        int e = errno;
+        e = errno;
         unlink(tmp);
         return ntc_error(err, path, 0, "cannot rename into place: %s", strerror(e));
     }
+    sync_parent_dir(path);
     return 0;
 }
 

@@ -346,6 +346,33 @@ static int load_momentum(const run *r, const char *path, ntc_err *err)
     return rc;
 }
 
+/* "the last good checkpoint, DIR/NAME (epoch N), is kept", or that there
+ * is none yet. */
+static void describe_kept(const run *r, char *buf, size_t cap)
+{
+    if (r->last_ckpt[0])
+        snprintf(buf, cap, "the last good checkpoint, %s/%s (%s), is kept", r->o->run_dir, r->last_ckpt,
+                 r->last_good);
+    else
+        snprintf(buf, cap, "no checkpoint was written yet");
+}
+
+/* Appends to err's message what a failed checkpoint leaves behind. */
+static void checkpoint_failed(const run *r, const char *name, ntc_err *err)
+{
+    if (!err)
+        return;
+    char kept[1400];
+    describe_kept(r, kept, sizeof kept);
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof err->msg - n, "; checkpoint %s (epoch %lld) is not written, %s%s%s",
+             name, (long long)r->at.epoch, kept, r->last_ckpt[0] ? ": make room, then resume with --resume " : "",
+             r->last_ckpt[0] ? r->o->run_dir : "");
+}
+
+/* Writes run_dir/ckpt-<step>/ and publishes it.  A write that fails (disk
+ * full, quota, file size limit) removes the unpublished directory and
+ * leaves the previous checkpoint published and untouched. */
 static int write_checkpoint(run *r, ntc_err *err)
 {
     const char *dir = r->o->run_dir;
@@ -355,8 +382,9 @@ static int write_checkpoint(run *r, ntc_err *err)
     char *wts = path_join(dir, name, "model.safetensors"), *mom = path_join(dir, name, "momentum.safetensors");
     char *st = path_join(dir, name, "state.txt"), *lg = path_join(dir, name, "train.jsonl");
     char *ptr = path_join(dir, "checkpoint", NULL), *top_log = path_join(dir, "train.jsonl", NULL);
+    char *old = r->last_ckpt[0] ? path_join(dir, r->last_ckpt, NULL) : NULL;
     int rc = -1;
-    if (!cdir || !xml || !wts || !mom || !st || !lg || !ptr || !top_log) {
+    if (!cdir || !xml || !wts || !mom || !st || !lg || !ptr || !top_log || (r->last_ckpt[0] && !old)) {
         ntc_error(err, dir, 0, "out of memory");
         goto done;
     }
@@ -364,34 +392,46 @@ static int write_checkpoint(run *r, ntc_err *err)
         rc = 0;                  /* already written at this step */
         goto done;
     }
-    if (mkdir(cdir, 0777) && errno != EEXIST) {
+    /* A directory of this name left by a run killed while writing it is
+     * not published (only `checkpoint` publishes): it is rewritten. */
+    bool made = mkdir(cdir, 0777) == 0;
+    if (!made && errno != EEXIST) {
         ntc_error(err, cdir, 0, "cannot create the checkpoint directory: %s", strerror(errno));
+        checkpoint_failed(r, name, err);
         goto done;
     }
     /* The graph's weights file name is recorded relative to the XML, so the
      * graph must be told where it now lives; its final name is restored by
      * the next write. */
-    if (ntc_graph_write_xml(r->g, xml, wts, err) || save_momentum(r, mom, err) ||
-        ntc_write_file_atomic(lg, r->log ? r->log : "", r->log_len, err) || write_state(r, st, err))
-        goto done;
     char line[80];
     int n = snprintf(line, sizeof line, "%s\n", name);
-    if (ntc_write_file_atomic(ptr, line, (size_t)n, err) ||
-        ntc_write_file_atomic(top_log, r->log ? r->log : "", r->log_len, err))
+    if (ntc_graph_write_xml(r->g, xml, wts, err) || save_momentum(r, mom, err) ||
+        ntc_write_file_atomic(lg, r->log ? r->log : "", r->log_len, err) || write_state(r, st, err) ||
+        ntc_write_file_atomic(ptr, line, (size_t)n, err)) {
+        if (made)
+            remove_dir(cdir);
+        checkpoint_failed(r, name, err);
         goto done;
-    if (r->last_ckpt[0]) {
-        char *old = path_join(dir, r->last_ckpt, NULL);
-        if (old)
-            remove_dir(old);
-        ntc_free(old);
     }
+    /* Published: the previous checkpoint is no longer needed. */
+    if (old)
+        remove_dir(old);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", name);
     snprintf(r->last_good, sizeof r->last_good, "epoch %lld%s", (long long)r->at.epoch,
              r->at.pos ? " + part of the next" : "");
+    /* The run's log next to the checkpoints, for people and plots (resume
+     * reads the checkpoint's copy). */
+    if (ntc_write_file_atomic(top_log, r->log ? r->log : "", r->log_len, err)) {
+        size_t len = err ? strlen(err->msg) : 0;
+        if (err)
+            snprintf(err->msg + len, sizeof err->msg - len, "; checkpoint %s/%s is written; make room, then "
+                     "resume with --resume %s", dir, name, dir);
+        goto done;
+    }
     rc = 0;
 done:
     ntc_free(cdir), ntc_free(xml), ntc_free(wts), ntc_free(mom), ntc_free(st), ntc_free(lg);
-    ntc_free(ptr), ntc_free(top_log);
+    ntc_free(ptr), ntc_free(top_log), ntc_free(old);
     return rc;
 }
 
@@ -602,6 +642,42 @@ static int end_epoch(run *r, double lr, ntc_train_result *res, ntc_err *err)
     return 0;
 }
 
+/* The number after "key": in a JSONL record of end_epoch; false if absent
+ * or null. */
+static bool record_number(const char *rec, const char *key, double *out)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(rec, pat);
+    return p && sscanf(p + strlen(pat), "%lf", out) == 1;
+}
+
+/* A resumed run that had already finished trains no epoch: its result is
+ * the last epoch of the log it resumed. */
+static void result_from_log(const run *r, ntc_train_result *res)
+{
+    if (!r->log || !r->log_len)
+        return;
+    const char *rec = r->log + r->log_len;
+    if (rec[-1] == '\n')
+        rec--;
+    while (rec > r->log && rec[-1] != '\n')
+        rec--;
+    double v;
+    if (record_number(rec, "train_loss", &v))
+        res->train_loss = v;
+    if (record_number(rec, "train_acc", &v))
+        res->train_acc = v;
+    if (record_number(rec, "val_loss", &v))
+        res->val_loss = v;
+    if (record_number(rec, "val_acc", &v))
+        res->val_acc = v;
+    if (record_number(rec, "images_per_s", &v))
+        res->images_per_s = v;
+    if (record_number(rec, "time", &v))
+        res->seconds = v;
+}
+
 static bool stop_requested(const run *r)
 {
     const ntc_train_opts *o = r->o;
@@ -616,6 +692,7 @@ int ntc_train(ntc_graph *g, const ntc_train_opts *o, ntc_train_result *res, ntc_
     if (setup(&r, err))
         goto done;
     double t0 = now();
+    bool trained = false;
     while (r.at.epoch < o->epochs) {
         ntc_batcher_state bs = {.epoch = r.at.epoch, .pos = r.at.pos};
         if (ntc_batcher_set_state(r.bat, bs, err))
@@ -640,11 +717,7 @@ int ntc_train(ntc_graph *g, const ntc_train_opts *o, ntc_train_result *res, ntc_
                 goto done;
             if (!isfinite(total)) {
                 char kept[1400];
-                if (r.last_ckpt[0])
-                    snprintf(kept, sizeof kept, "the last good checkpoint, %s/%s (%s), is kept", o->run_dir,
-                             r.last_ckpt, r.last_good);
-                else
-                    snprintf(kept, sizeof kept, "no checkpoint was written yet");
+                describe_kept(&r, kept, sizeof kept);
                 ntc_error(err, NULL, 0, "the loss became %s at epoch %lld, step %lld (lr %.4g): training stopped; "
                           "%s; try a lower --lr", isnan(total) ? "NaN" : "infinite", (long long)r.at.epoch + 1,
                           (long long)r.at.step + 1, lr, kept);
@@ -660,10 +733,13 @@ int ntc_train(ntc_graph *g, const ntc_train_opts *o, ntc_train_result *res, ntc_
         }
         if (end_epoch(&r, lr, res, err))
             goto done;
+        trained = true;
         r.at = (run_pos){.epoch = r.at.epoch + 1, .step = r.at.step};
         if (write_checkpoint(&r, err))
             goto done;
     }
+    if (!trained)
+        result_from_log(&r, res);
     res->steps = r.at.step;
     res->epochs_done = (int)r.at.epoch;
     if (r.dist)
