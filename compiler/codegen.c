@@ -192,17 +192,18 @@ static int step_operands(const ntc_graph *g, const cg_step *st, int *v)
     return n;
 }
 
-/* void step(ptr out, ptr scratch, ptr operands...) with every pointer
- * noalias: the plan never lets an output or scratch overlap an input, and
- * parameters and inputs are only read. */
+/* void step(ptr out, ptr scratch, i64 tid, i64 nthreads, ptr operands...)
+ * with every pointer noalias: the plan never lets an output or scratch
+ * overlap an input, and parameters and inputs are only read.  tid and
+ * nthreads: the part of the work to do (see cg_node). */
 static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_step *st, int index, ntc_err *err)
 {
     const ntc_node *n = &g->nodes[st->head];
     int operands[CG_MAX_OPERANDS];
-    int n_args = 2 + step_operands(g, st, operands);
-    LLVMTypeRef args[2 + CG_MAX_OPERANDS];
+    int n_args = 4 + step_operands(g, st, operands);
+    LLVMTypeRef args[4 + CG_MAX_OPERANDS];
     for (int i = 0; i < n_args; i++)
-        args[i] = c->ptr;
+        args[i] = i == 2 || i == 3 ? c->i64 : c->ptr;
     char name[64];
     snprintf(name, sizeof name, "node%d.%s%s", index, ntc_op_name(n->op), st->tail != st->head ? ".fused" : "");
     LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0);
@@ -211,11 +212,14 @@ static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_step *st, int 
     cg_function_attrs(c, fn);
     cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
     for (int i = 0; i < n_args; i++)
-        cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
+        if (i != 2 && i != 3)
+            cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
 
     cg_node nd = {.n = n, .out_shape = &g->values[n->out].shape};
     ntc_shape in_shape[CG_MAX_INPUTS];
-    unsigned a = 2;
+    nd.tid = LLVMGetParam(fn, 2);
+    nd.nthreads = LLVMGetParam(fn, 3);
+    unsigned a = 4;
     for (int j = 0; j < n->n_in; j++) {
         in_shape[j] = g->values[n->in[j]].shape;
         nd.in[j] = LLVMGetParam(fn, a++);
@@ -278,6 +282,56 @@ static int param_index(const ntc_cg_result *r, int v)
     return -1;
 }
 
+/* Whether a step splits its work over a team (see cg_node). */
+static bool step_splits(const ntc_graph *g, const cg_step *st)
+{
+    ntc_op op = g->nodes[st->head].op;
+    return op == NTC_OP_conv2d || op == NTC_OP_fused_conv2d;
+}
+
+/* Calls step s on one item: values in the workspace ws, the step's scratch
+ * in own_ws (each thread of a team has its own), part tid of nthreads. */
+static void call_step(cg *c, const ntc_graph *g, const cg_plan *p, int s, LLVMValueRef fn, const ntc_cg_result *r,
+                      LLVMValueRef *par, LLVMValueRef in, LLVMValueRef out_item, LLVMValueRef ws, LLVMValueRef own_ws,
+                      LLVMValueRef tid, LLVMValueRef nthreads)
+{
+    int operands[CG_MAX_OPERANDS], out = g->nodes[p->steps[s].tail].out;
+    int n = step_operands(g, &p->steps[s], operands);
+    LLVMValueRef a[4 + CG_MAX_OPERANDS];
+    a[0] = out == r->output ? out_item : cg_gep(c, ws, cg_i64(c, p->offset[out]));
+    a[1] = p->scratch_off[s] >= 0 ? cg_gep(c, own_ws, cg_i64(c, p->scratch_off[s])) : LLVMConstNull(c->ptr);
+    a[2] = tid;
+    a[3] = nthreads;
+    for (int i = 0; i < n; i++) {
+        int v = operands[i];
+        a[4 + i] = g->values[v].kind == NTC_VAL_PARAM ? par[param_index(r, v)]
+                   : v == r->input                    ? in
+                   : v == r->output                   ? out_item
+                                                      : cg_gep(c, ws, cg_i64(c, p->offset[v]));
+    }
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, a, (unsigned)(4 + n), "");
+}
+
+/* The parameter pointers of the table, loaded once at the entry. */
+static void load_params(cg *c, LLVMValueRef params, const ntc_cg_result *r, LLVMValueRef *par)
+{
+    for (int i = 0; i < r->n_params; i++) {
+        LLVMValueRef idx = cg_i64(c, i);
+        par[i] = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildInBoundsGEP2(c->b, c->ptr, params, &idx, 1, ""), "");
+    }
+}
+
+static LLVMValueRef add_entry(cg *c, const char *name, LLVMTypeRef *args, unsigned n, bool hidden)
+{
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, n, 0));
+    cg_function_attrs(c, fn);
+    if (hidden)
+        LLVMSetVisibility(fn, LLVMHiddenVisibility);
+    c->fn = fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+    return fn;
+}
+
 /* The entry: for b in [0, batch): run every step on item b. */
 static int emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *step_fns,
                       const ntc_cg_result *r, bool hidden, ntc_err *err)
@@ -286,40 +340,60 @@ static int emit_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef 
     if (!par)
         return ntc_error(err, g->path, 0, "out of memory");
     LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->ptr};
-    LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, 5, 0);
-    LLVMValueRef fn = LLVMAddFunction(c->mod, NTC_CG_ENTRY, ft);
-    cg_function_attrs(c, fn);
-    if (hidden)
-        LLVMSetVisibility(fn, LLVMHiddenVisibility);
-    c->fn = fn;
-    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-    LLVMValueRef params = LLVMGetParam(fn, 0), input = LLVMGetParam(fn, 1), output = LLVMGetParam(fn, 2);
-    LLVMValueRef ws = LLVMGetParam(fn, 4);
-
-    /* Parameter pointers are loaded once, before the batch loop. */
-    for (int i = 0; i < r->n_params; i++) {
-        LLVMValueRef idx = cg_i64(c, i);
-        par[i] = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildInBoundsGEP2(c->b, c->ptr, params, &idx, 1, ""), "");
-    }
+    LLVMValueRef fn = add_entry(c, NTC_CG_ENTRY, args, 5, hidden);
+    LLVMValueRef input = LLVMGetParam(fn, 1), output = LLVMGetParam(fn, 2), ws = LLVMGetParam(fn, 4);
+    load_params(c, LLVMGetParam(fn, 0), r, par);
     cg_loop b = cg_for(c, cg_i64(c, 0), LLVMGetParam(fn, 3), 1, "item");
     LLVMValueRef in_b = cg_gep(c, input, cg_mul(c, b.iv, cg_i64(c, r->in_numel)));
     LLVMValueRef out_b = cg_gep(c, output, cg_mul(c, b.iv, cg_i64(c, r->out_numel)));
-    for (int s = 0; s < p->n_steps; s++) {
-        int operands[CG_MAX_OPERANDS], out = g->nodes[p->steps[s].tail].out;
-        int n = step_operands(g, &p->steps[s], operands);
-        LLVMValueRef a[2 + CG_MAX_OPERANDS];
-        a[0] = out == r->output ? out_b : cg_gep(c, ws, cg_i64(c, p->offset[out]));
-        a[1] = p->scratch_off[s] >= 0 ? cg_gep(c, ws, cg_i64(c, p->scratch_off[s])) : LLVMConstNull(c->ptr);
-        for (int i = 0; i < n; i++) {
-            int v = operands[i];
-            a[2 + i] = g->values[v].kind == NTC_VAL_PARAM ? par[param_index(r, v)]
-                       : v == r->input                    ? in_b
-                       : v == r->output                   ? out_b
-                                                          : cg_gep(c, ws, cg_i64(c, p->offset[v]));
-        }
-        LLVMBuildCall2(c->b, LLVMGlobalGetValueType(step_fns[s]), step_fns[s], a, (unsigned)(2 + n), "");
-    }
+    for (int s = 0; s < p->n_steps; s++)
+        call_step(c, g, p, s, step_fns[s], r, par, in_b, out_b, ws, ws, cg_i64(c, 0), cg_i64(c, 1));
     cg_end(c, &b);
+    LLVMBuildRetVoid(c->b);
+    ntc_free(par);
+    return 0;
+}
+
+/* The team entry: one item computed by nthreads threads that all call it
+ * at once with tid = 0..nthreads-1, the same ws (thread 0's workspace: the
+ * values), each its own own_ws (for scratch) and the same barrier (two
+ * zeroed i32, see cg_emit_barrier).  Convolutions split their tiles;
+ * other steps run on thread 0; a barrier separates a step from the next
+ * unless thread 0 runs both alone, and ends the item. */
+static int emit_team_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValueRef *step_fns,
+                           const ntc_cg_result *r, bool hidden, ntc_err *err)
+{
+    LLVMValueRef *par = ntc_calloc((size_t)r->n_params + 1, sizeof *par);
+    if (!par)
+        return ntc_error(err, g->path, 0, "out of memory");
+    LLVMValueRef barrier = cg_emit_barrier(c);
+    LLVMTypeRef args[8] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr};
+    LLVMValueRef fn = add_entry(c, NTC_CG_ENTRY_TEAM, args, 8, hidden);
+    LLVMValueRef input = LLVMGetParam(fn, 1), output = LLVMGetParam(fn, 2);
+    LLVMValueRef ws = LLVMGetParam(fn, 3), own = LLVMGetParam(fn, 4);
+    LLVMValueRef tid = LLVMGetParam(fn, 5), nthreads = LLVMGetParam(fn, 6), state = LLVMGetParam(fn, 7);
+    load_params(c, LLVMGetParam(fn, 0), r, par);
+    LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, tid, cg_i64(c, 0), "");
+    for (int s = 0; s < p->n_steps; s++) {
+        bool split = step_splits(g, &p->steps[s]);
+        if (split) {
+            call_step(c, g, p, s, step_fns[s], r, par, input, output, ws, own, tid, nthreads);
+        } else {
+            LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->ctx, fn, "t0");
+            LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->ctx, fn, "t0.done");
+            LLVMBuildCondBr(c->b, first, run, next);
+            LLVMPositionBuilderAtEnd(c->b, run);
+            call_step(c, g, p, s, step_fns[s], r, par, input, output, ws, own, cg_i64(c, 0), cg_i64(c, 1));
+            LLVMBuildBr(c->b, next);
+            LLVMPositionBuilderAtEnd(c->b, next);
+        }
+        /* After the last step too: the next item's first step may
+         * overwrite values this item's last step still reads. */
+        if (s + 1 == p->n_steps || split || step_splits(g, &p->steps[s + 1])) {
+            LLVMValueRef a[2] = {state, nthreads};
+            LLVMBuildCall2(c->b, LLVMGlobalGetValueType(barrier), barrier, a, 2, "");
+        }
+    }
     LLVMBuildRetVoid(c->b);
     ntc_free(par);
     return 0;
@@ -457,7 +531,8 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
             goto out;
         }
     }
-    if (emit_entry(&c, g, &p, fns, r, o && o->hidden_entry, err))
+    if (emit_entry(&c, g, &p, fns, r, o && o->hidden_entry, err) ||
+        emit_team_entry(&c, g, &p, fns, r, o && o->hidden_entry, err))
         goto out;
     char *msg = NULL;
     if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg)) {

@@ -27,6 +27,7 @@
 #include <llvm-c/TargetMachine.h>
 
 #define NTC_CG_ENTRY "ntc_task_run"
+#define NTC_CG_ENTRY_TEAM "ntc_task_run_team"
 
 typedef struct {
     bool hidden_entry;          /* hidden visibility (shared objects: no interposition) */
@@ -125,6 +126,11 @@ typedef struct {
     LLVMValueRef bn_par[NTC_MAX_PARAMS];
     LLVMValueRef residual;      /* the add's other input, or NULL */
     bool relu;
+    /* The team sharing this item (i64 values): a step whose emitter splits
+     * its work (conv2d) does part tid of nthreads and must write only its
+     * part of the output; other emitters ignore them (the team entry runs
+     * those steps on thread 0 alone). */
+    LLVMValueRef tid, nthreads;
 } cg_node;
 
 /* An emitter fills the node's function body at the builder's position and
@@ -181,5 +187,12 @@ LLVMValueRef cg_fmuladd(cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc)
  * scalar or a vector. */
 LLVMValueRef cg_intrinsic1(cg *c, const char *name, LLVMValueRef x);
 LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b);
+
+/* The team barrier: void sync(ptr state, i64 nthreads), emitted once per
+ * module.  state: two i32 (arrivals, generation) shared by the team,
+ * zeroed before the team's first call.  Waiters spin (with pause on x86)
+ * for a short while, then call sched_yield between checks, so a machine
+ * with more runnable threads than CPUs still makes progress. */
+LLVMValueRef cg_emit_barrier(cg *c);
 
 #endif

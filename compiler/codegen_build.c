@@ -137,3 +137,89 @@ LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b)
     LLVMValueRef args[2] = {a, b};
     return call_intrinsic(c, "llvm.maxnum", args, 2);
 }
+
+/* Spins (pause on x86) before a waiter starts yielding its CPU. */
+#define CG_BARRIER_SPINS 2000
+
+static LLVMValueRef atomic_load_i32(cg *c, LLVMValueRef p)
+{
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i32, p, "");
+    LLVMSetOrdering(v, LLVMAtomicOrderingAcquire);
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+LLVMValueRef cg_emit_barrier(cg *c)
+{
+    LLVMValueRef fn = LLVMGetNamedFunction(c->mod, "team.sync");
+    if (fn)
+        return fn;
+    LLVMTypeRef args[2] = {c->ptr, c->i64};
+    fn = LLVMAddFunction(c->mod, "team.sync", LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, 2, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
+    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+    LLVMTypeRef yield_t = LLVMFunctionType(c->i32, NULL, 0, 0);
+    LLVMValueRef yield = LLVMGetNamedFunction(c->mod, "sched_yield");
+    if (!yield)
+        yield = LLVMAddFunction(c->mod, "sched_yield", yield_t);
+    bool x86 = !strncmp(LLVMGetTarget(c->mod), "x86_64", 6);
+
+    LLVMValueRef caller = c->fn;
+    LLVMBasicBlockRef at = LLVMGetInsertBlock(c->b);
+    c->fn = fn;
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, fn, "entry");
+    LLVMBasicBlockRef last = LLVMAppendBasicBlockInContext(c->ctx, fn, "last");
+    LLVMBasicBlockRef wait = LLVMAppendBasicBlockInContext(c->ctx, fn, "wait");
+    LLVMBasicBlockRef spin = LLVMAppendBasicBlockInContext(c->ctx, fn, "spin");
+    LLVMBasicBlockRef give = LLVMAppendBasicBlockInContext(c->ctx, fn, "yield");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->ctx, fn, "next");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, fn, "done");
+    LLVMPositionBuilderAtEnd(c->b, entry);
+    LLVMValueRef count = LLVMGetParam(fn, 0), n = LLVMBuildTrunc(c->b, LLVMGetParam(fn, 1), c->i32, "");
+    LLVMValueRef one = LLVMConstInt(c->i32, 1, 0), idx = cg_i64(c, 1);
+    LLVMValueRef gen_p = LLVMBuildInBoundsGEP2(c->b, c->i32, count, &idx, 1, "");
+    /* The generation is read before arriving: the last arrival bumps it
+     * only after everyone has arrived. */
+    LLVMValueRef gen = atomic_load_i32(c, gen_p);
+    LLVMValueRef before = LLVMBuildAtomicRMW(c->b, LLVMAtomicRMWBinOpAdd, count, one, LLVMAtomicOrderingAcquireRelease, 0);
+    LLVMValueRef is_last = LLVMBuildICmp(c->b, LLVMIntEQ, LLVMBuildAdd(c->b, before, one, ""), n, "");
+    LLVMBuildCondBr(c->b, is_last, last, wait);
+
+    /* The last arrival resets the count, then releases the others. */
+    LLVMPositionBuilderAtEnd(c->b, last);
+    LLVMValueRef reset = LLVMBuildStore(c->b, LLVMConstInt(c->i32, 0, 0), count);
+    LLVMSetOrdering(reset, LLVMAtomicOrderingMonotonic);
+    LLVMSetAlignment(reset, 4);
+    LLVMBuildAtomicRMW(c->b, LLVMAtomicRMWBinOpAdd, gen_p, one, LLVMAtomicOrderingRelease, 0);
+    LLVMBuildBr(c->b, done);
+
+    LLVMPositionBuilderAtEnd(c->b, wait);
+    LLVMValueRef spins = LLVMBuildPhi(c->b, c->i32, "spins");
+    LLVMValueRef zero = LLVMConstInt(c->i32, 0, 0);
+    LLVMAddIncoming(spins, &zero, &entry, 1);
+    LLVMValueRef moved = LLVMBuildICmp(c->b, LLVMIntNE, atomic_load_i32(c, gen_p), gen, "");
+    LLVMBuildCondBr(c->b, moved, done, spin);
+
+    LLVMPositionBuilderAtEnd(c->b, spin);
+    LLVMValueRef more = LLVMBuildAdd(c->b, spins, one, "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntUGT, more, LLVMConstInt(c->i32, CG_BARRIER_SPINS, 0), ""),
+                    give, next);
+    LLVMPositionBuilderAtEnd(c->b, give);
+    LLVMBuildCall2(c->b, yield_t, yield, NULL, 0, "");
+    LLVMBuildBr(c->b, next);
+    LLVMPositionBuilderAtEnd(c->b, next);
+    if (x86) {
+        unsigned id = LLVMLookupIntrinsicID("llvm.x86.sse2.pause", strlen("llvm.x86.sse2.pause"));
+        LLVMValueRef pause = LLVMGetIntrinsicDeclaration(c->mod, id, NULL, 0);
+        LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, NULL, 0), pause, NULL, 0, "");
+    }
+    LLVMAddIncoming(spins, &more, &next, 1);
+    LLVMBuildBr(c->b, wait);
+
+    LLVMPositionBuilderAtEnd(c->b, done);
+    LLVMBuildRetVoid(c->b);
+    c->fn = caller;
+    LLVMPositionBuilderAtEnd(c->b, at);
+    return fn;
+}

@@ -208,26 +208,30 @@ static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef
     }
 }
 
-/* All p tiles of filters f0..f0+nf-1. */
+/* The p tiles [t_lo, t_hi) of filters f0..f0+nf-1. */
 static void emit_filter_block(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases,
-                              LLVMValueRef dst, int64_t dst_stride, LLVMValueRef f0, int nf)
+                              LLVMValueRef dst, int64_t dst_stride, LLVMValueRef f0, int nf, LLVMValueRef t_lo,
+                              LLVMValueRef t_hi)
 {
     int64_t tile = (int64_t)g->XB * c->vw;
-    cg_loop p = cg_for(c, cg_i64(c, 0), cg_i64(c, g->P_comp), tile, "p");
+    cg_loop p = cg_for(c, cg_mul(c, t_lo, cg_i64(c, tile)), cg_mul(c, t_hi, cg_i64(c, tile)), tile, "p");
     emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, p.iv, g->XB);
     cg_end(c, &p);
 }
 
-/* The core: pack, then every tile into `tiles` (rows of stride
- * tile_stride).  void core(ptr tiles, ptr phases, ptr in, ptr weight[, ptr bias]),
- * one per distinct convolution, whatever epilogue the callers fuse. */
+/* The core: pack, then the p tiles [t_lo, t_hi) of every filter into
+ * `tiles` (rows of stride tile_stride).
+ *   void core(ptr tiles, ptr phases, ptr in, i64 t_lo, i64 t_hi, ptr weight[, ptr bias])
+ * one per distinct convolution, whatever epilogue the callers fuse.  A
+ * team of threads splits the tiles (each packs the whole input into its
+ * own `phases`: O(C*H*W), cheaper than a barrier). */
 static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int64_t tile_stride)
 {
     for (int i = 0; i < c->n_cores; i++)
         if (cg_same_node_code(c->g, c->core_node[i], nd->n))
             return c->core_fn[i];
-    int n_args = nd->par[1] ? 5 : 4;
-    LLVMTypeRef args[5] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr};
+    int n_args = nd->par[1] ? 7 : 6;
+    LLVMTypeRef args[7] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr, c->ptr};
     char name[32];
     snprintf(name, sizeof name, "conv.core%d", c->n_cores);
     LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
@@ -235,7 +239,8 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     cg_function_attrs(c, fn);
     cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
     for (int i = 0; i < n_args; i++)
-        cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
+        if (i != 3 && i != 4)
+            cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
 
     LLVMValueRef caller = c->fn;
     LLVMBasicBlockRef at = LLVMGetInsertBlock(c->b);
@@ -244,15 +249,17 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     cg_node core = *nd;
     LLVMValueRef tiles = LLVMGetParam(fn, 0), phases = LLVMGetParam(fn, 1);
     core.in[0] = LLVMGetParam(fn, 2);
-    core.par[0] = LLVMGetParam(fn, 3);
-    core.par[1] = nd->par[1] ? LLVMGetParam(fn, 4) : NULL;
+    LLVMValueRef t_lo = LLVMGetParam(fn, 3), t_hi = LLVMGetParam(fn, 4);
+    core.par[0] = LLVMGetParam(fn, 5);
+    core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
     emit_pack(c, g, core.in[0], phases);
     int64_t full_f = g->F / g->FB * g->FB;
     cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g->FB, "f");
-    emit_filter_block(c, g, &core, phases, tiles, tile_stride, f.iv, g->FB);
+    emit_filter_block(c, g, &core, phases, tiles, tile_stride, f.iv, g->FB, t_lo, t_hi);
     cg_end(c, &f);
     if (g->F > full_f)
-        emit_filter_block(c, g, &core, phases, tiles, tile_stride, cg_i64(c, full_f), (int)(g->F - full_f));
+        emit_filter_block(c, g, &core, phases, tiles, tile_stride, cg_i64(c, full_f), (int)(g->F - full_f), t_lo,
+                          t_hi);
     LLVMBuildRetVoid(c->b);
 
     c->fn = caller;
@@ -262,21 +269,39 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     return fn;
 }
 
+/* Part tid of n of [0, total): [total*tid/n, total*(tid+1)/n). */
+static void team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi)
+{
+    LLVMValueRef t = cg_i64(c, total);
+    *lo = LLVMBuildSDiv(c->b, cg_mul(c, t, nd->tid), nd->nthreads, "");
+    *hi = LLVMBuildSDiv(c->b, cg_mul(c, t, cg_add(c, nd->tid, cg_i64(c, 1))), nd->nthreads, "");
+}
+
 int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
 {
     (void)err;
     conv_geom g = geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
     LLVMValueRef tiles = g.direct ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g.phases_floats, 16) * 16));
-    int64_t stride = g.direct ? g.OH * g.OW : g.P_comp;
+    int64_t stride = g.direct ? g.OH * g.OW : g.P_comp, tile = (int64_t)g.XB * c->vw;
     LLVMValueRef core = conv_core(c, nd, &g, stride);
-    LLVMValueRef args[5] = {tiles, nd->scratch, nd->in[0], nd->par[0], nd->par[1]};
-    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(core), core, args, nd->par[1] ? 5 : 4, "");
+    LLVMValueRef t_lo, t_hi;
+    team_part(c, nd, g.P_comp / tile, &t_lo, &t_hi);
+    LLVMValueRef args[7] = {tiles, nd->scratch, nd->in[0], t_lo, t_hi, nd->par[0], nd->par[1]};
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(core), core, args, nd->par[1] ? 7 : 6, "");
 
     bool epilogue = nd->bn || nd->residual || nd->relu;
     if (g.direct && !epilogue)
         return 0;
     /* Compaction (in place when direct) with the fused epilogue, each part
-     * computed as its own node would (see codegen_ops.c). */
+     * computed as its own node would (see codegen_ops.c), over the
+     * positions [p_lo, p_hi) this thread's tiles computed: rows
+     * [p_lo / width, ceil(p_hi / width)), in each the columns inside both
+     * the range and the output. */
+    int64_t width = g.direct ? g.OW : g.PWs;
+    LLVMValueRef p_lo = cg_mul(c, t_lo, cg_i64(c, tile));
+    LLVMValueRef p_hi = cg_smin(c, cg_mul(c, t_hi, cg_i64(c, tile)), cg_i64(c, g.OH * width));
+    LLVMValueRef oy_lo = LLVMBuildSDiv(c->b, p_lo, cg_i64(c, width), "");
+    LLVMValueRef oy_hi = LLVMBuildSDiv(c->b, cg_add(c, p_hi, cg_i64(c, width - 1)), cg_i64(c, width), "");
     cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
     LLVMValueRef gain = NULL, shift = NULL;
     if (nd->bn) {
@@ -285,10 +310,13 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
         gain = LLVMBuildFDiv(c->b, cg_load(c, nd->bn_par[0], fo.iv), sd, "");
         shift = LLVMBuildFSub(c->b, cg_load(c, nd->bn_par[1], fo.iv), cg_fmul(c, cg_load(c, nd->bn_par[2], fo.iv), gain), "");
     }
-    cg_loop oy = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OH), 1, "oy");
-    LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, stride)), cg_mul(c, oy.iv, cg_i64(c, g.direct ? g.OW : g.PWs)));
+    cg_loop oy = cg_for(c, oy_lo, oy_hi, 1, "oy");
+    LLVMValueRef row0 = cg_mul(c, oy.iv, cg_i64(c, width));
+    LLVMValueRef ox_lo = cg_smax(c, cg_i64(c, 0), LLVMBuildSub(c->b, p_lo, row0, ""));
+    LLVMValueRef ox_hi = cg_smin(c, cg_i64(c, g.OW), LLVMBuildSub(c->b, p_hi, row0, ""));
+    LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, stride)), row0);
     LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
-    cg_loop ox = cg_for(c, cg_i64(c, 0), cg_i64(c, g.OW), 1, "ox");
+    cg_loop ox = cg_for(c, ox_lo, ox_hi, 1, "ox");
     LLVMValueRef at = cg_add(c, dst, ox.iv);
     LLVMValueRef v = cg_load(c, tiles, cg_add(c, src, ox.iv));
     if (nd->bn)

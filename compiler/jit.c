@@ -1,6 +1,7 @@
 /* The JIT: the object file from ntc_codegen linked in memory by ORC LLJIT,
  * run over batch slices on ntc's thread pool (runtime/pool.h), one
- * workspace per thread. */
+ * workspace per thread; batches smaller than the pool run each item on
+ * the whole pool (the team entry). */
 #include "ntc/jit.h"
 
 #include "compiler/codegen.h"
@@ -9,6 +10,8 @@
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <math.h>
+#include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,10 +19,20 @@
 
 typedef void (*task_fn)(const float *const *params, const float *input, float *output, int64_t batch,
                         float *workspace);
+/* The team entry (codegen.c): one item, thread tid of nthreads. */
+typedef void (*team_fn)(const float *const *params, const float *input, float *output, float *workspace,
+                        float *own_workspace, int64_t tid, int64_t nthreads, int32_t *barrier);
 
 struct ntc_jit {
     LLVMOrcLLJITRef lljit;
     task_fn run;
+    team_fn run_team;
+    _Alignas(64) int32_t barrier[16];   /* the team barrier's state, on its own cache line */
+    /* Small batches: seconds per item of the team and of one thread
+     * (moving averages, 0 until measured) and calls so far; see
+     * choose_team. */
+    double team_s, solo_s;
+    unsigned long small_calls, next_probe, probe_gap;
     const float **params;
     int64_t in_numel, out_numel, ws_floats;
     int threads;
@@ -48,7 +61,7 @@ static int define_runtime_symbols(LLVMOrcLLJITRef j, ntc_err *err)
         void *addr;
     } syms[] = {
         {"expf", (void *)expf}, {"sqrtf", (void *)sqrtf}, {"memcpy", (void *)memcpy},
-        {"memset", (void *)memset}, {"memmove", (void *)memmove},
+        {"memset", (void *)memset}, {"memmove", (void *)memmove}, {"sched_yield", (void *)sched_yield},
     };
     enum { N = sizeof syms / sizeof syms[0] };
     LLVMOrcCSymbolMapPair pairs[N];
@@ -83,6 +96,10 @@ static int link_object(ntc_jit *j, const ntc_cg_result *r, ntc_err *err)
     if (e)
         return llvm_fail(e, "cannot link the generated code", err);
     j->run = (task_fn)(uintptr_t)addr;
+    e = LLVMOrcLLJITLookup(j->lljit, &addr, NTC_CG_ENTRY_TEAM);
+    if (e)
+        return llvm_fail(e, "cannot link the generated code", err);
+    j->run_team = (team_fn)(uintptr_t)addr;
     return 0;
 }
 
@@ -102,7 +119,8 @@ ntc_jit *ntc_jit_compile(ntc_graph *g, ntc_err *err)
     j->t_ir = r.t_ir, j->t_opt = r.t_opt, j->t_emit = r.t_emit;
     j->ir = r.ir;
     r.ir = NULL;
-    j->threads = ntc_pool_default_threads(0);
+    const char *threads = getenv("NTC_JIT_THREADS");
+    j->threads = ntc_pool_default_threads(threads ? atoi(threads) : 0);
     j->params = ntc_calloc((size_t)r.n_params + 1, sizeof *j->params);
     size_t ws_bytes = sizeof(float) * (size_t)(j->ws_floats + 16) * (size_t)j->threads;
     j->ws_block = ntc_malloc(ws_bytes + 64);
@@ -148,15 +166,85 @@ static void run_slice(void *ctx, int task)
            j->ws + (size_t)task * (size_t)(j->ws_floats + 16));
 }
 
+/* Thread `task` of the team, on every item in turn (values in thread 0's
+ * workspace, scratch in its own). */
+static void run_team(void *ctx, int task)
+{
+    run_ctx *rc = ctx;
+    ntc_jit *j = rc->j;
+    for (int i = 0; i < rc->batch; i++)
+        j->run_team(j->params, rc->input + (int64_t)i * j->in_numel, rc->output + (int64_t)i * j->out_numel, j->ws,
+                    j->ws + (size_t)task * (size_t)(j->ws_floats + 16), task, rc->slices, j->barrier);
+}
+
+/* Calls between two timings of the mode not in use: from PROBE_GAP,
+ * doubled (up to PROBE_GAP_MAX) each time that mode is still slower. */
+#define PROBE_GAP 16
+#define PROBE_GAP_MAX 4096
+
+/* Whether a batch smaller than the pool runs on the team or on one thread.
+ * The team divides each convolution's work, but it meets at a barrier
+ * after every step: on an idle machine that costs well under a
+ * microsecond, on one with more runnable threads than CPUs a barrier
+ * waits for a thread the kernel has not scheduled, and one thread is
+ * faster.  So both are timed, the faster is used, and the other is timed
+ * again now and then (the load changes). */
+static bool choose_team(ntc_jit *j, bool *probe)
+{
+    unsigned long k = j->small_calls++;
+    *probe = false;
+    if (j->team_s == 0 || j->solo_s == 0)
+        return j->team_s == 0;
+    bool team = j->team_s <= j->solo_s;
+    if (k < j->next_probe)
+        return team;
+    *probe = true;
+    return !team;
+}
+
+/* After a probe: back off while the probed mode stays slower. */
+static void probed(ntc_jit *j, bool team)
+{
+    bool lost = team ? j->team_s > j->solo_s : j->solo_s >= j->team_s;
+    j->probe_gap = !lost ? PROBE_GAP : j->probe_gap * 2 > PROBE_GAP_MAX ? PROBE_GAP_MAX : j->probe_gap * 2;
+    j->next_probe = j->small_calls + j->probe_gap;
+}
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 int ntc_jit_run(ntc_jit *j, const float *input, int batch, float *output, ntc_err *err)
 {
     if (batch < 0)
         return ntc_error(err, NULL, 0, "batch must be >= 0, got %d", batch);
-    run_ctx rc = {j, input, output, batch, batch < j->threads ? (batch ? batch : 1) : j->threads};
-    if (rc.slices == 1)
+    run_ctx rc = {j, input, output, batch, batch >= j->threads ? j->threads : 1};
+    if (batch == 0 || batch >= j->threads) {
+        /* one slice of items per thread */
+        if (rc.slices == 1)
+            run_slice(&rc, 0);
+        else
+            ntc_pool_run(j->pool, rc.slices, run_slice, &rc);
+        return 0;
+    }
+    /* Fewer items than threads: the whole team on each item (the
+     * convolutions split their work), or one thread. */
+    bool probe, team = choose_team(j, &probe);
+    double t0 = seconds();
+    if (team) {
+        rc.slices = j->threads;
+        ntc_pool_run(j->pool, rc.slices, run_team, &rc);
+    } else {
         run_slice(&rc, 0);
-    else
-        ntc_pool_run(j->pool, rc.slices, run_slice, &rc);
+    }
+    double per_item = (seconds() - t0) / batch, *avg = team ? &j->team_s : &j->solo_s;
+    /* A probe replaces the old figure (the load may have changed since). */
+    *avg = *avg == 0 || probe ? per_item : 0.75 * *avg + 0.25 * per_item;
+    if (probe || j->probe_gap == 0)
+        probed(j, team);
     return 0;
 }
 

@@ -404,6 +404,79 @@ START_TEST(conv_resnet_shapes)
 }
 END_TEST
 
+/* JIT vs interpreter over `calls` runs of the same compiled graph: runs
+ * of fewer items than threads alternate between the team entry (the
+ * first run) and one thread (see ntc_jit_run), so both are checked. */
+static void check_calls(ntc_graph *g, int batch, int calls, const char *what)
+{
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+    int64_t on = numel(g, g->outputs[0].value);
+    float *x = random_input(g, batch, 9u), *y = malloc(sizeof(float) * (size_t)(on * batch));
+    ntc_exec *ex = ntc_exec_new(g, batch, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    const float *ins[] = {x};
+    ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
+    for (int k = 0; k < calls; k++) {
+        memset(y, 0xff, sizeof(float) * (size_t)(on * batch));   /* NaN: every output must be written */
+        ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
+        double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+        ck_assert_msg(e <= TOL, "%s, batch %d, run %d: JIT vs interpreter: relative error %g", what, batch, k, e);
+    }
+    ntc_exec_free(ex);
+    ntc_jit_free(j);
+    free(x);
+    free(y);
+}
+
+/* Items computed by a team of 2, 3 and 5 threads (NTC_JIT_THREADS):
+ * convolutions split their tiles, so every thread count must cover each
+ * output exactly once, including teams larger than the tile count, with
+ * fused epilogues, strides and a batch of 2 (two items in turn). */
+START_TEST(team_split)
+{
+    static const char *threads[] = {"2", "3", "5"};
+    setenv("NTC_JIT_THREADS", threads[_i], 1);
+    static const int cfg[][5] = {{1, 16, 28, 3, 1}, {16, 16, 28, 3, 1}, {16, 32, 28, 3, 2},
+                                 {32, 32, 14, 3, 1}, {64, 64, 7, 3, 1}, {64, 64, 7, 1, 1}};
+    for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", cfg[t][0], cfg[t][2], cfg[t][2]);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, cfg[t][1], cfg[t][3], cfg[t][4], cfg[t][3] / 2, t % 2);
+        int r = node1(g, NTC_OP_relu, "r", out_of(g, batchnorm(g, "bn", out_of(g, c))));
+        ntc_graph_add_output(g, "y", out_of(g, r));
+        fill_params(g, (unsigned)t);
+        check_calls(g, 1 + (int)t % 2, 3, "team conv");
+        ntc_graph_free(g);
+    }
+    unsigned st = 31u + (unsigned)_i;
+    for (int t = 0; t < 4; t++) {
+        int C = rnd(&st, 1, 7), F = rnd(&st, 1, 40), H = rnd(&st, 3, 17), W = rnd(&st, 3, 17);
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, F, rnd(&st, 1, 2) * 2 - 1, rnd(&st, 1, 2), rnd(&st, 0, 1), t % 2);
+        ntc_graph_add_output(g, "y", out_of(g, c));
+        fill_params(g, st);
+        check_calls(g, 1, 3, "team random conv");
+        ntc_graph_free(g);
+    }
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    check_calls(g, 1, 4, "team resnet20");
+    ntc_graph_free(g);
+    unsetenv("NTC_JIT_THREADS");
+}
+END_TEST
+
 /* Pools with every combination of ceil_mode and count_include_pad. */
 START_TEST(pool_random)
 {
@@ -907,6 +980,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, conv_random, 0, 4);
     tcase_add_test(tc, conv_resnet_shapes);
+    tcase_add_loop_test(tc, team_split, 0, 3);
     tcase_add_loop_test(tc, conv_narrow_vectors, 0, 2);
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
