@@ -25,6 +25,9 @@ static const char train_help[] =
     "OUT.xml and OUT.safetensors.  Every epoch writes a checkpoint and a line of\n"
     "RUN_DIR/train.jsonl; Ctrl-C (SIGINT) or SIGTERM finishes the current step,\n"
     "writes a checkpoint and stops; --resume continues exactly where it stopped.\n"
+    "Before training, OUT's directory and RUN_DIR must be writable and have room\n"
+    "for a checkpoint; a write that fails later (disk full) stops the run and\n"
+    "keeps the last good checkpoint.\n"
     "\n"
     "options:\n"
     "  --data SOURCE        fashion-mnist, digits, a folder of PNGs per class, or\n"
@@ -213,13 +216,27 @@ static int64_t weights_bytes(const ntc_graph *g)
     return n;
 }
 
+/* The run directory: --resume's or --run-dir's, else OUT without its
+ * extension + ".run"; malloc'ed. */
+static char *run_dir_name(const train_cli *c)
+{
+    if (c->resume || c->run_dir)
+        return strdup(c->resume ? c->resume : c->run_dir);
+    const char *dot = strrchr(c->out, '.'), *slash = strrchr(c->out, '/');
+    size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - c->out) : strlen(c->out);
+    char *d = malloc(n + 5);
+    if (d)
+        snprintf(d, n + 5, "%.*s.run", (int)n, c->out);
+    return d;
+}
+
 /* Fails, naming the path, unless the output can be written and the run
  * directory exists (made here) and has room for a checkpoint: all checked
  * before any training, so a typo in -o or a full disk costs seconds, not
  * the run.  A checkpoint holds the weights and the momentum (no larger
  * than the weights); reserving twice the weights never asks for more than
  * the run needs, which is two checkpoints while one replaces the other. */
-static int check_paths(train_cli *c, const ntc_graph *g, const char *weights, char **run_dir)
+static int check_paths(const train_cli *c, const ntc_graph *g, const char *weights, const char *run_dir)
 {
     const char *outs[] = {c->out, weights};
     for (int i = 0; i < 2; i++) {
@@ -232,36 +249,25 @@ static int check_paths(train_cli *c, const ntc_graph *g, const char *weights, ch
     if (!od)
         return drv_failf("out of memory");
     ntc_err err = {0};
-    int64_t wb = weights_bytes(g);
+    /* The output's directory first: the default run directory lies in it. */
     preflight_file out = {od, 0, "the trained graph"};
     int rc = preflight(&out, 1, &err);
-    if (rc == 0) {
-        if (c->resume || c->run_dir) {
-            *run_dir = strdup(c->resume ? c->resume : c->run_dir);
-        } else {
-            const char *dot = strrchr(c->out, '.'), *slash = strrchr(c->out, '/');
-            size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - c->out) : strlen(c->out);
-            if ((*run_dir = malloc(n + 5)))
-                snprintf(*run_dir, n + 5, "%.*s.run", (int)n, c->out);
-        }
-        if (!*run_dir)
-            rc = ntc_error(&err, NULL, 0, "out of memory");
-    }
     bool made = false;
     if (rc == 0 && !c->resume) {
-        if (mkdir(*run_dir, 0777) == 0)
+        if (mkdir(run_dir, 0777) == 0)
             made = true;
         else if (errno != EEXIST)
-            rc = ntc_error(&err, *run_dir, 0, "cannot create the run directory: %s", strerror(errno));
+            rc = ntc_error(&err, run_dir, 0, "cannot create the run directory: %s", strerror(errno));
     }
     if (rc == 0) {
+        int64_t wb = weights_bytes(g);
         preflight_file files[] = {
             {od, wb, "the trained weights"},
-            {*run_dir, wb, "checkpoints"},
-            {*run_dir, wb, "checkpoints"},
+            {run_dir, wb, "checkpoints"},
+            {run_dir, wb, "checkpoints"},
         };
         if ((rc = preflight(files, 3, &err)) && made)
-            rmdir(*run_dir);
+            rmdir(run_dir);
     }
     free(od);
     return rc ? drv_fail(&err) : 0;
@@ -326,11 +332,11 @@ int cmd_train(int argc, char **argv)
     }
     if (c.teacher && !(teacher = drv_read_graph(c.teacher)))
         goto done;
-    if (!(weights = drv_weights_name(c.out))) {
+    if (!(weights = drv_weights_name(c.out)) || !(run_dir = run_dir_name(&c))) {
         drv_failf("out of memory");
         goto done;
     }
-    if (check_paths(&c, g, weights, &run_dir))
+    if (check_paths(&c, g, weights, run_dir))
         goto done;
     c.t.teacher = teacher;
     c.t.nettailor = teacher || has_mix(g);
