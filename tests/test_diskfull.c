@@ -12,6 +12,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +31,11 @@
  * one: the disk "fills up" in the middle of the run. */
 #define EPOCHS 40
 #define TRAIN_OPTS "--data digits --epochs 40 --limit 64 --batch 64 --threads 1 --seed 3 --no-test"
+
+/* When not 0, run_ntc's children drop to this user (and group) before
+ * they exec ntc: how a test running as root sees permission bits. */
+static uid_t child_uid;
+static gid_t child_gid;
 
 /* Runs `ntc ARGS` in a child with the file size limit `fsize` bytes (0:
  * none) and SIGXFSZ ignored or at its default; stdout and stderr into *out
@@ -53,6 +60,8 @@ run_ntc(char **out, long fsize, bool ignore_xfsz, const char *fmt, ...)
         signal(SIGXFSZ, ignore_xfsz ? SIG_IGN : SIG_DFL);   /* kept across exec */
         struct rlimit lim = {(rlim_t)fsize, (rlim_t)fsize};
         if (fsize > 0 && setrlimit(RLIMIT_FSIZE, &lim))
+            _exit(126);
+        if (child_uid && (setgroups(0, NULL) || setgid(child_gid) || setuid(child_uid)))
             _exit(126);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
@@ -390,18 +399,34 @@ START_TEST(unwritable_paths_refused_before_training)
         ck_assert_msg(!exists(p), "%s was written", p);
     }
 
-    /* Permission bits: not enforced for root, which the cases above cover
-     * with paths no one can write. */
+    /* Permission bits.  Root ignores them: as root the runs below drop to
+     * the user nobody, who may enter the scratch directory and write to
+     * w/ but not to ro/. */
     if (geteuid() == 0) {
-        fprintf(stderr, "diskfull: running as root, the chmod 0555 cases are skipped\n");
-        return;
+        struct passwd *pw = getpwnam("nobody");
+        if (!pw || pw->pw_uid == 0) {
+            fprintf(stderr, "diskfull: root without a user nobody: the chmod 0555 cases are skipped\n");
+            return;
+        }
+        child_uid = pw->pw_uid;
+        child_gid = pw->pw_gid;
+        ck_assert_int_eq(chmod(d, 0755), 0);
     }
-    char ro[4096];
+    char ro[4096], w[4096];
     snprintf(ro, sizeof ro, "%s/ro", d);
+    snprintf(w, sizeof w, "%s/w", d);
     ck_assert_int_eq(mkdir(ro, 0555), 0);
+    ck_assert_int_eq(mkdir(w, 0777), 0);
+    ck_assert_int_eq(chmod(w, 0777), 0);     /* whatever the umask */
     assert_refused(d, 0, ro, "Permission denied", "-o %s/o.xml", ro);
-    assert_refused(d, 0, ro, "Permission denied", "--run-dir %s -o %s/o5.xml", ro, d);
-    assert_refused(d, 0, ro, "cannot create the run directory", "--run-dir %s/run -o %s/o6.xml", ro, d);
+    assert_refused(d, 0, ro, "Permission denied", "--run-dir %s -o %s/o5.xml", ro, w);
+    assert_refused(d, 0, ro, "cannot create the run directory", "--run-dir %s/run -o %s/o6.xml", ro, w);
+    /* the same user can train into w/, so the refusals above were about ro/ */
+    char *out;
+    int rc = run_ntc(&out, 0, false, "train %s/b.xml " TRAIN_OPTS " --epochs 1 -o %s/o7.xml", d, w);
+    child_uid = 0;
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
     chmod(ro, 0755);
 }
 END_TEST
