@@ -270,15 +270,21 @@ static int parse_header(hparser *p, ntc_dtype *dtype, ntc_shape *shape)
 
 /* ---- reading -------------------------------------------------------------- */
 
-/* Bytes of data for dtype and shape, or -1 if that overflows. */
+/* Bytes of data for dtype and shape, or -1 if that overflows.  A zero
+ * dimension makes the array empty but does not excuse the others: their
+ * product must fit as well (as in NumPy), or the element count of an
+ * empty (6, 2**61, 0) array overflows int64_t in ntc_array_numel. */
 static int data_bytes(ntc_dtype t, const ntc_shape *s, size_t *out)
 {
     size_t n = ntc_dtype_size(t);
+    bool empty = false;
     for (int i = 0; i < s->rank; i++) {
-        if (s->dims[i] < 0 || __builtin_mul_overflow(n, (size_t)s->dims[i], &n))
+        if (s->dims[i] == 0)
+            empty = true;
+        else if (s->dims[i] < 0 || __builtin_mul_overflow(n, (size_t)s->dims[i], &n) || n > (size_t)INT64_MAX)
             return -1;
     }
-    *out = n;
+    *out = empty ? 0 : n;
     return 0;
 }
 

@@ -160,6 +160,9 @@ def main():
     run_npy("header length 1 GiB", "hdr_huge.npy")
     write("dims_huge.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 1000000000000), }"))
     run_npy("shape whose size overflows", "dims_huge.npy")
+    # fuzz_npy's finding: an empty array whose other dimensions overflow
+    write("empty_huge.npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (6, 2222222222222222244, 0), }"))
+    run_npy("empty, but the other dimensions overflow: (6, 2222222222222222244, 0)", "empty_huge.npy")
     write("big_short.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 1, 4, 4), }", floats(16)))
     run_npy("header announces 6.4 MB, file holds 64 bytes", "big_short.npy")
     write("trailing.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 4, 4), }", floats(17)))
