@@ -61,10 +61,12 @@ static inline void fuzz_init(void)
     ntc_set_allocator(fuzz_capped_alloc, NULL);
 }
 
-/* fuzz_root/rel as a path in a static buffer of the caller's choice. */
+/* fuzz_root/rel as a path in a static buffer of the caller's choice;
+ * aborts if it does not fit (a cut path would name another file). */
 static inline const char *fuzz_path(const char *rel, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%s", fuzz_root, rel);
+    if ((size_t)snprintf(buf, len, "%s/%s", fuzz_root, rel) >= len)
+        abort();
     return buf;
 }
 
