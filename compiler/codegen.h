@@ -173,6 +173,13 @@ void cg_store(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);    /* p[i]
 LLVMValueRef cg_vload(cg *c, LLVMValueRef p, LLVMValueRef i);            /* vector at &p[i] */
 void cg_vstore(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
 LLVMValueRef cg_splat(cg *c, LLVMValueRef scalar);
+/* Lanes of a vector whose index first + k (k = 0..vw-1) lies in [lo, hi)
+ * (i64 values) as a <vw x i1> mask. */
+LLVMValueRef cg_lane_mask(cg *c, int64_t first, LLVMValueRef lo, LLVMValueRef hi);
+/* The vector at &p[i], lanes outside mask read as 0 and never touched
+ * (&p[i] may lie outside p's object); the store writes the mask's lanes. */
+LLVMValueRef cg_vload_masked(cg *c, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask);
+void cg_vstore_masked(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask);
 LLVMValueRef cg_add(cg *c, LLVMValueRef a, LLVMValueRef b);              /* i64 */
 LLVMValueRef cg_mul(cg *c, LLVMValueRef a, LLVMValueRef b);              /* i64 */
 LLVMValueRef cg_smax(cg *c, LLVMValueRef a, LLVMValueRef b);             /* i64 */

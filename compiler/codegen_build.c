@@ -91,6 +91,53 @@ LLVMValueRef cg_splat(cg *c, LLVMValueRef scalar)
     return LLVMBuildShuffleVector(c->b, one, LLVMGetPoison(c->vec), zeros, "");
 }
 
+/* Lane k: first + k (i32). */
+static LLVMValueRef lane_indices(cg *c, int64_t first)
+{
+    LLVMValueRef k[64];
+    for (int i = 0; i < c->vw; i++)
+        k[i] = LLVMConstInt(c->i32, (unsigned long long)(first + i), 1);
+    return LLVMConstVector(k, (unsigned)c->vw);
+}
+
+LLVMValueRef cg_lane_mask(cg *c, int64_t first, LLVMValueRef lo, LLVMValueRef hi)
+{
+    LLVMTypeRef v32 = LLVMVectorType(c->i32, (unsigned)c->vw);
+    LLVMValueRef idx = lane_indices(c, first), zeros = LLVMConstNull(v32);
+    LLVMValueRef lo_v = LLVMBuildInsertElement(c->b, LLVMGetPoison(v32), LLVMBuildTrunc(c->b, lo, c->i32, ""),
+                                               LLVMConstInt(c->i32, 0, 0), "");
+    LLVMValueRef hi_v = LLVMBuildInsertElement(c->b, LLVMGetPoison(v32), LLVMBuildTrunc(c->b, hi, c->i32, ""),
+                                               LLVMConstInt(c->i32, 0, 0), "");
+    lo_v = LLVMBuildShuffleVector(c->b, lo_v, LLVMGetPoison(v32), zeros, "");
+    hi_v = LLVMBuildShuffleVector(c->b, hi_v, LLVMGetPoison(v32), zeros, "");
+    return LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, idx, lo_v, ""),
+                        LLVMBuildICmp(c->b, LLVMIntSLT, idx, hi_v, ""), "");
+}
+
+/* &p[i] without inbounds: a masked access may start before or run past
+ * the object (its masked-off lanes are never touched). */
+static LLVMValueRef gep_any(cg *c, LLVMValueRef p, LLVMValueRef i) { return LLVMBuildGEP2(c->b, c->f32, p, &i, 1, ""); }
+
+LLVMValueRef cg_vload_masked(cg *c, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask)
+{
+    const char *name = "llvm.masked.load";
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMTypeRef t[2] = {c->vec, c->ptr};
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, t, 2);
+    LLVMValueRef args[4] = {gep_any(c, p, i), LLVMConstInt(c->i32, 4, 0), mask, LLVMConstNull(c->vec)};
+    return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, t, 2), fn, args, 4, "");
+}
+
+void cg_vstore_masked(cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask)
+{
+    const char *name = "llvm.masked.store";
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMTypeRef t[2] = {c->vec, c->ptr};
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, t, 2);
+    LLVMValueRef args[4] = {v, gep_any(c, p, i), LLVMConstInt(c->i32, 4, 0), mask};
+    LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, t, 2), fn, args, 4, "");
+}
+
 LLVMValueRef cg_add(cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
 
 LLVMValueRef cg_mul(cg *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(c->b, a, b, ""); }

@@ -40,13 +40,26 @@ typedef struct {
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* Offset of tap (ky, kx) in the packed input, from the position read. */
+static int64_t tap_offset(const conv_geom *g, int ky, int kx)
+{
+    int64_t Y = (int64_t)ky * g->DH, X = (int64_t)kx * g->DW;
+    int64_t phase = (Y % g->SH) * g->SW + X % g->SW;
+    return phase * g->C * g->plane + (Y / g->SH) * g->PWs + X / g->SW;
+}
+
 /* Cycles per input channel and tap of an nf x nx tile: FMAs (two per
  * cycle), FMA latency (4 cycles, so at least 8 accumulators keep both
- * pipes busy), loads (vectors and broadcast weights, two per cycle) and
- * instruction issue (about five per cycle). */
+ * pipes busy), loads (two per cycle: a broadcast weight is one, an input
+ * vector two, as a shifted 64-byte load nearly always straddles two cache
+ * lines) and instruction issue (about five per cycle).  Measured on the
+ * ResNet shapes (Xeon, AVX-512): the tiles this picks are within a few
+ * percent of the best of 8x3, 6x4, 12x2, 8x2, 16x1, 4x6; loading the
+ * inputs aligned and shifting them with shuffles (valignd/vpermt2ps) was
+ * slower, the shuffles compete with the FMAs for port 5. */
 static double tile_cycles(int nf, int nx)
 {
-    double c = nf * nx / 2.0, loads = (nf + nx) / 2.0, issue = (nf * nx + nf + nx + 2) / 5.0;
+    double c = nf * nx / 2.0, loads = (nf + 2 * nx) / 2.0, issue = (nf * nx + nf + nx + 2) / 5.0;
     c = c > 4.0 ? c : 4.0;
     c = c > loads ? c : loads;
     return c > issue ? c : issue;
@@ -92,7 +105,9 @@ static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const 
     g.P_comp = ceil_div(g.Pv, g.XB) * g.XB * vw;
     /* Reads run past a plane's end by at most the largest column shift
      * plus what the last tile computes beyond P (see the header comment);
-     * the last plane needs that much slack. */
+     * the last plane needs that much slack, which the pack zeroes
+     * (garbage there only reaches discarded columns, but could be slow
+     * denormals). */
     int64_t max_qx = (int64_t)(g.KW - 1) * g.DW / g.SW;
     g.phases_floats = g.n_phases * g.C * g.plane + max_qx + (g.P_comp - g.P) + vw;
     g.direct = g.PWs == g.OW && g.P_comp == g.P;
@@ -128,11 +143,49 @@ static void inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, i
         *lo = *hi;
 }
 
+/* Rows [lo, hi) of phase plane px (PWs wide) at dst: zeros (in_row0
+ * NULL), or input rows, row lo's first at in_row0 and each next SH rows
+ * further.  Column x holds input column x*SW + px - PL, or 0 outside the
+ * input.  In vectors whose lanes outside the row or the input are masked:
+ * with stride 1 one load per vector, with stride 2 two and a shuffle
+ * taking their even lanes. */
+static void emit_pack_rows(cg *c, const conv_geom *g, LLVMValueRef dst, int64_t lo, int64_t hi, LLVMValueRef in_row0,
+                           int px)
+{
+    if (lo >= hi)
+        return;
+    cg_loop y = cg_for(c, cg_i64(c, lo), cg_i64(c, hi), 1, "y");
+    LLVMValueRef row = cg_mul(c, y.iv, cg_i64(c, g->PWs));
+    LLVMValueRef src = in_row0 ? cg_mul(c, LLVMBuildSub(c->b, y.iv, cg_i64(c, lo), ""), cg_i64(c, g->SH * g->W)) : NULL;
+    LLVMValueRef zero = cg_i64(c, 0), width = cg_i64(c, g->W);
+    for (int64_t x0 = 0; x0 < g->PWs; x0 += c->vw) {
+        LLVMValueRef in_row = cg_lane_mask(c, x0, zero, cg_i64(c, g->PWs));
+        LLVMValueRef v = LLVMConstNull(c->vec);
+        int64_t ix0 = x0 * g->SW + px - g->PL;  /* input column of lane 0 */
+        if (in_row0 && g->SW == 1) {
+            v = cg_vload_masked(c, in_row0, cg_add(c, src, cg_i64(c, ix0)),
+                                LLVMBuildAnd(c->b, in_row, cg_lane_mask(c, ix0, zero, width), ""));
+        } else if (in_row0) {
+            LLVMValueRef a = cg_vload_masked(c, in_row0, cg_add(c, src, cg_i64(c, ix0)), cg_lane_mask(c, ix0, zero, width));
+            LLVMValueRef b = cg_vload_masked(c, in_row0, cg_add(c, src, cg_i64(c, ix0 + c->vw)),
+                                             cg_lane_mask(c, ix0 + c->vw, zero, width));
+            LLVMValueRef even[64];
+            for (int k = 0; k < c->vw; k++)
+                even[k] = LLVMConstInt(c->i32, (unsigned long long)(2 * k), 0);
+            v = LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(even, (unsigned)c->vw), "");
+        }
+        cg_vstore_masked(c, v, dst, cg_add(c, row, cg_i64(c, x0)), in_row);
+    }
+    cg_end(c, &y);
+}
+
 /* phases[((py*SW + px)*C + c)*plane + y*PWs + x] = padded input, or 0.
- * The phases are unrolled, so the rows and columns that hold input are
- * constant ranges: the copy has no per-element test and vectorises. */
+ * The phases are unrolled, so the rows that hold input are a constant
+ * range: zero rows, input rows (zero columns masked in), zero rows, all
+ * in vectors for strides 1 and 2; larger strides copy float by float. */
 static void emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
 {
+    emit_zero(c, phases, g->n_phases * g->C * g->plane, g->phases_floats);
     for (int py = 0; py < g->SH; py++)
         for (int px = 0; px < g->SW; px++) {
             int64_t y_lo, y_hi, x_lo, x_hi;
@@ -142,6 +195,15 @@ static void emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef p
             cg_loop ch = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C), 1, "c");
             LLVMValueRef dst = cg_gep(c, phases, cg_mul(c, cg_add(c, cg_i64(c, phase * g->C), ch.iv), cg_i64(c, g->plane)));
             LLVMValueRef src = cg_gep(c, in, cg_mul(c, ch.iv, cg_i64(c, g->H * g->W)));
+            if (g->SW <= 2) {
+                /* input row iy = y*SH + py - PT */
+                LLVMValueRef first = x_lo < x_hi ? cg_gep(c, src, cg_i64(c, (y_lo * g->SH + py - g->PT) * g->W)) : NULL;
+                emit_pack_rows(c, g, dst, 0, y_lo, NULL, px);
+                emit_pack_rows(c, g, dst, y_lo, y_hi, first, px);
+                emit_pack_rows(c, g, dst, y_hi, g->PHs, NULL, px);
+                cg_end(c, &ch);
+                continue;
+            }
             emit_zero(c, dst, 0, y_lo * g->PWs);
             if (y_lo < y_hi) {
                 cg_loop y = cg_for(c, cg_i64(c, y_lo), cg_i64(c, y_hi), 1, "y");
@@ -186,9 +248,7 @@ static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef
     LLVMValueRef w_c = cg_add(c, cg_mul(c, f0, cg_i64(c, g->C * KK)), cg_mul(c, ch.iv, cg_i64(c, KK)));
     for (int ky = 0; ky < g->KH; ky++)
         for (int kx = 0; kx < g->KW; kx++) {
-            int64_t Y = (int64_t)ky * g->DH, X = (int64_t)kx * g->DW;
-            int64_t phase = (Y % g->SH) * g->SW + X % g->SW;
-            int64_t off = phase * g->C * g->plane + (Y / g->SH) * g->PWs + X / g->SW;
+            int64_t off = tap_offset(g, ky, kx);
             LLVMValueRef v[8];
             for (int x = 0; x < nx; x++)
                 v[x] = cg_vload(c, phases, cg_add(c, in_c, cg_i64(c, off + (int64_t)x * c->vw)));
@@ -208,14 +268,18 @@ static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef
     }
 }
 
-/* The p tiles [t_lo, t_hi) of filters f0..f0+nf-1. */
-static void emit_filter_block(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases,
-                              LLVMValueRef dst, int64_t dst_stride, LLVMValueRef f0, int nf, LLVMValueRef t_lo,
-                              LLVMValueRef t_hi)
+/* The p tiles [t_lo, t_hi), each for every filter: a tile's input window
+ * stays in L1 while the filter blocks pass over it. */
+static void emit_tiles(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases, LLVMValueRef dst,
+                       int64_t dst_stride, LLVMValueRef t_lo, LLVMValueRef t_hi)
 {
-    int64_t tile = (int64_t)g->XB * c->vw;
+    int64_t tile = (int64_t)g->XB * c->vw, full_f = g->F / g->FB * g->FB;
     cg_loop p = cg_for(c, cg_mul(c, t_lo, cg_i64(c, tile)), cg_mul(c, t_hi, cg_i64(c, tile)), tile, "p");
-    emit_tile(c, g, nd, phases, dst, dst_stride, f0, nf, p.iv, g->XB);
+    cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g->FB, "f");
+    emit_tile(c, g, nd, phases, dst, dst_stride, f.iv, g->FB, p.iv, g->XB);
+    cg_end(c, &f);
+    if (g->F > full_f)
+        emit_tile(c, g, nd, phases, dst, dst_stride, cg_i64(c, full_f), (int)(g->F - full_f), p.iv, g->XB);
     cg_end(c, &p);
 }
 
@@ -253,13 +317,7 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     core.par[0] = LLVMGetParam(fn, 5);
     core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
     emit_pack(c, g, core.in[0], phases);
-    int64_t full_f = g->F / g->FB * g->FB;
-    cg_loop f = cg_for(c, cg_i64(c, 0), cg_i64(c, full_f), g->FB, "f");
-    emit_filter_block(c, g, &core, phases, tiles, tile_stride, f.iv, g->FB, t_lo, t_hi);
-    cg_end(c, &f);
-    if (g->F > full_f)
-        emit_filter_block(c, g, &core, phases, tiles, tile_stride, cg_i64(c, full_f), (int)(g->F - full_f), t_lo,
-                          t_hi);
+    emit_tiles(c, g, &core, phases, tiles, tile_stride, t_lo, t_hi);
     LLVMBuildRetVoid(c->b);
 
     c->fn = caller;
@@ -310,23 +368,27 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
         gain = LLVMBuildFDiv(c->b, cg_load(c, nd->bn_par[0], fo.iv), sd, "");
         shift = LLVMBuildFSub(c->b, cg_load(c, nd->bn_par[1], fo.iv), cg_fmul(c, cg_load(c, nd->bn_par[2], fo.iv), gain), "");
     }
+    LLVMValueRef gain_v = gain ? cg_splat(c, gain) : NULL, shift_v = shift ? cg_splat(c, shift) : NULL;
+    LLVMValueRef zero = LLVMConstNull(c->vec);
     cg_loop oy = cg_for(c, oy_lo, oy_hi, 1, "oy");
     LLVMValueRef row0 = cg_mul(c, oy.iv, cg_i64(c, width));
     LLVMValueRef ox_lo = cg_smax(c, cg_i64(c, 0), LLVMBuildSub(c->b, p_lo, row0, ""));
     LLVMValueRef ox_hi = cg_smin(c, cg_i64(c, g.OW), LLVMBuildSub(c->b, p_hi, row0, ""));
     LLVMValueRef src = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, stride)), row0);
     LLVMValueRef dst = cg_add(c, cg_mul(c, fo.iv, cg_i64(c, g.OH * g.OW)), cg_mul(c, oy.iv, cg_i64(c, g.OW)));
-    cg_loop ox = cg_for(c, ox_lo, ox_hi, 1, "ox");
-    LLVMValueRef at = cg_add(c, dst, ox.iv);
-    LLVMValueRef v = cg_load(c, tiles, cg_add(c, src, ox.iv));
-    if (nd->bn)
-        v = cg_fadd(c, cg_fmul(c, v, gain), shift, false);
-    if (nd->residual)
-        v = cg_fadd(c, v, cg_load(c, nd->residual, at), false);
-    if (nd->relu)
-        v = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, cg_f32(c, 0), ""), v, cg_f32(c, 0), "");
-    cg_store(c, v, nd->out, at);
-    cg_end(c, &ox);
+    /* the row in vectors, the columns outside [ox_lo, ox_hi) masked off */
+    for (int64_t x0 = 0; x0 < g.OW; x0 += c->vw) {
+        LLVMValueRef mask = cg_lane_mask(c, x0, ox_lo, ox_hi);
+        LLVMValueRef v = cg_vload_masked(c, tiles, cg_add(c, src, cg_i64(c, x0)), mask);
+        LLVMValueRef at = cg_add(c, dst, cg_i64(c, x0));
+        if (nd->bn)
+            v = cg_fadd(c, cg_fmul(c, v, gain_v), shift_v, false);
+        if (nd->residual)
+            v = cg_fadd(c, v, cg_vload_masked(c, nd->residual, at, mask), false);
+        if (nd->relu)
+            v = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, zero, ""), v, zero, "");
+        cg_vstore_masked(c, v, nd->out, at, mask);
+    }
     cg_end(c, &oy);
     cg_end(c, &fo);
     return 0;
