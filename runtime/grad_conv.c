@@ -6,10 +6,14 @@
  *     dcols[K, P] = W^T * g            (one sgemm)
  *     dx        += col2im(dcols)       (each column entry back to its pixel)
  *     dbias[F]  += sum over P of g
- * The workspace holds one [K, P] matrix (work_conv2d, the forward's size):
- * first cols for dW, then dcols for dx.  A 1x1 convolution with stride 1
- * and no padding has cols == x, so it needs neither im2col nor col2im and
- * accumulates straight into the gradients with beta = 1. */
+ * Items go in the forward's groups (ntc_conv_group_items): the group's g
+ * blocks are gathered side by side into g[F, n*P] and its cols into
+ * cols[K, n*P], so each product is one sgemm over the group.  The
+ * workspace (work_conv2d, the forward's size) holds cols, first im2col(x)
+ * for dW, then dcols for dx, and the gathered g.  A 1x1 convolution with
+ * stride 1 and no padding has cols == x, so it needs neither im2col nor
+ * col2im and accumulates item by item straight into the gradients with
+ * beta = 1. */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -31,15 +35,15 @@ static void add_row(float *dst, const float *src, int64_t n)
 
 /* The adjoint of im2col: adds every entry of dcols to the pixel it was
  * read from; entries that came from padding are dropped. */
-static void col2im_add(const ntc_attrs *a, const float *dcols, int64_t C, int64_t H, int64_t W,
-                       int64_t OH, int64_t OW, float *dx)
+static void col2im_add(const ntc_attrs *a, const float *dcols, int64_t ld, int64_t C, int64_t H,
+                       int64_t W, int64_t OH, int64_t OW, float *dx)
 {
     const int kh = a->kernel[0], kw = a->kernel[1], sh = a->stride[0], sw = a->stride[1];
     const int dh = a->dilation[0], dw = a->dilation[1], pt = a->pad[0], pl = a->pad[1];
     for (int64_t c = 0; c < C; c++)
         for (int i = 0; i < kh; i++)
             for (int j = 0; j < kw; j++) {
-                const float *row = dcols + ((c * kh + i) * kw + j) * OH * OW;
+                const float *row = dcols + ((c * kh + i) * kw + j) * ld;
                 const int64_t off = (int64_t)j * dw - pl;
                 int64_t lo, hi;
                 ntc_conv_inside_cols(off, sw, W, OW, &lo, &hi);
@@ -71,38 +75,120 @@ static float sum(const float *v, int64_t n)
     return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
-                float *const grad_par[NTC_MAX_PARAMS])
+/* The pointwise convolution, item by item: x is its own cols. */
+static void bwd_pointwise(const ntc_kargs *k, const float *grad_out, float *dx, float *dw)
+{
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], F = os->dims[1], P = os->dims[2] * os->dims[3];
+    for (int b = 0; b < k->batch; b++) {
+        const float *x = k->in[0] + b * C * P, *g = grad_out + b * F * P;
+        if (dw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)C, (int)P,
+                        1.0f, g, (int)P, x, (int)P, 1.0f, dw, (int)C);
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)P, (int)F,
+                        1.0f, k->par[0], (int)C, g, (int)P, 1.0f, dx + b * C * P, (int)P);
+    }
+}
+
+/* Items [b0, b0 + n) as one group: g and cols gathered to [., n*P]. */
+static void bwd_group(const ntc_kargs *k, const float *grad_out, int b0, int n, float *dx, float *dw)
 {
     const ntc_attrs *a = &k->node->a;
     const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
     const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
     const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
-    const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW;
-    const bool pointwise = ntc_conv_pointwise(a);
-    float *dx = grad_in ? grad_in[0] : NULL;
-    float *dw = grad_par ? grad_par[0] : NULL, *db = grad_par ? grad_par[1] : NULL;
-    for (int b = 0; b < k->batch; b++) {
-        const float *x = k->in[0] + b * C * H * W, *g = grad_out + b * F * P;
-        if (db)
+    const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW, N = n * P;
+    float *cols = k->work;
+    const float *g = grad_out + b0 * F * P;
+    if (n > 1) {
+        float *gg = k->work + K * N;
+        for (int i = 0; i < n; i++)
             for (int64_t f = 0; f < F; f++)
-                db[f] += sum(g + f * P, P);
-        if (dw) {
-            const float *cols = x;
-            if (!pointwise) {
-                ntc_im2col(a, x, C, H, W, OH, OW, 0, OH, k->work);
-                cols = k->work;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)P,
-                        1.0f, g, (int)P, cols, (int)P, 1.0f, dw, (int)K);
-        }
-        if (dx) {
-            float *dxb = dx + b * C * H * W;
-            float *dcols = pointwise ? dxb : k->work;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)F,
-                        1.0f, k->par[0], (int)K, g, (int)P, pointwise ? 1.0f : 0.0f, dcols, (int)P);
-            if (!pointwise)
-                col2im_add(a, dcols, C, H, W, OH, OW, dxb);
+                memcpy(gg + f * N + i * P, g + (i * F + f) * P, sizeof(float) * (size_t)P);
+        g = gg;
+    }
+    if (dw) {
+        for (int i = 0; i < n; i++)
+            ntc_im2col(a, k->in[0] + (b0 + i) * C * H * W, C, H, W, OW, 0, OH, N, cols + i * P);
+        if (ntc_conv_avx512()) {
+            /* cols as K source planes of one row of N pixels, one tap. */
+            const int64_t zero = 0;
+            const ntc_implicit im = {F, K, 1, 1, N, 1, 1, &zero, &zero};
+            ntc_conv_wgrad(&im, 1, g, 0, cols, 0, dw);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)N,
+                        1.0f, g, (int)N, cols, (int)N, 1.0f, dw, (int)K);
         }
     }
+    if (dx) {
+        ntc_conv_gemm(K, N, F, k->par[0], 1, K, g, N, cols, N);
+        for (int i = 0; i < n; i++)
+            col2im_add(a, cols + i * P, N, C, H, W, OH, OW, dx + (b0 + i) * C * H * W);
+    }
+}
+
+/* dx += the transposed convolution of g, item by item, through the
+ * implicit product: A = W with its F and C axes swapped (built in the
+ * workspace's tail, see work_conv2d), source planes g[f], and the source
+ * offsets of the forward negated. */
+static void bwd_input_implicit(const ntc_kargs *k, const float *grad_out, float *dx)
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
+    const int64_t F = os->dims[1], OH = os->dims[2], P = OH * os->dims[3];
+    const int taps = a->kernel[0] * a->kernel[1];
+    const int64_t K = C * taps;
+    float *wt = k->work + work_conv2d(k->node, is, os) - K * F;
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t c = 0; c < C; c++)
+            memcpy(wt + (c * F + f) * taps, k->par[0] + (f * C + c) * taps, sizeof(float) * (size_t)taps);
+    int64_t dr[a->kernel[0]], dq[a->kernel[1]];
+    for (int i = 0; i < a->kernel[0]; i++)
+        dr[i] = a->pad[0] - (int64_t)i * a->dilation[0];
+    for (int j = 0; j < a->kernel[1]; j++)
+        dq[j] = a->pad[1] - (int64_t)j * a->dilation[1];
+    const ntc_implicit im = {C, F, OH, H, W, a->kernel[0], a->kernel[1], dr, dq};
+    for (int b = 0; b < k->batch; b++)
+        ntc_conv_implicit(&im, wt, grad_out + b * F * P, dx + b * C * H * W, true);
+}
+
+void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
+                float *const grad_par[NTC_MAX_PARAMS])
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t F = os->dims[1], P = os->dims[2] * os->dims[3];
+    const int64_t K = is->dims[1] * a->kernel[0] * a->kernel[1];
+    float *dx = grad_in ? grad_in[0] : NULL;
+    float *dw = grad_par ? grad_par[0] : NULL, *db = grad_par ? grad_par[1] : NULL;
+    for (int b = 0; db && b < k->batch; b++)
+        for (int64_t f = 0; f < F; f++)
+            db[f] += sum(grad_out + (b * F + f) * P, P);
+    if (!dx && !dw)
+        return;
+    if (ntc_conv_pointwise(a)) {
+        bwd_pointwise(k, grad_out, dx, dw);
+        return;
+    }
+    if (ntc_conv_implicit_ok(a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], is->dims[3],
+                             os->dims[3])) {
+        if (dw) {
+            int64_t dr[a->kernel[0]], dq[a->kernel[1]];
+            for (int i = 0; i < a->kernel[0]; i++)
+                dr[i] = (int64_t)i * a->dilation[0] - a->pad[0];
+            for (int j = 0; j < a->kernel[1]; j++)
+                dq[j] = (int64_t)j * a->dilation[1] - a->pad[1];
+            const ntc_implicit im = {F, is->dims[1], is->dims[2], os->dims[2], is->dims[3],
+                                     a->kernel[0], a->kernel[1], dr, dq};
+            ntc_conv_wgrad(&im, k->batch, grad_out, F * P, k->in[0], ntc_numel_from(is, 1), dw);
+        }
+        if (dx)
+            bwd_input_implicit(k, grad_out, dx);
+        return;
+    }
+    const int group = ntc_conv_group_items(a, K, P);
+    for (int b = 0; b < k->batch; b += group)
+        bwd_group(k, grad_out, b, k->batch - b < group ? k->batch - b : group, dx, dw);
 }

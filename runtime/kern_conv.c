@@ -1,11 +1,20 @@
 /* conv2d forward: ONNX Conv with group 1, any stride, dilation and
- * asymmetric padding, as im2col + one OpenBLAS sgemm per item.
+ * asymmetric padding, as im2col + OpenBLAS sgemm.
  *
  * Per item, with K = C*kh*kw and P = OH*OW:
  *     out[F, P] = W[F, K] * cols[K, P] (+ bias[F] broadcast over P)
  * cols row (c, i, j), column (oh, ow) holds x[c, oh*sh - pt + i*dh, ow*sw - pl + j*dw],
  * or 0 where that falls into the padding.  A 1x1 convolution with stride 1
  * and no padding has cols == x, so it multiplies the input directly.
+ *
+ * Items go through the GEMM in groups (ntc_conv_group_items): the group's
+ * cols sit side by side, cols[K, n*P], and one sgemm gives out[F, n*P],
+ * which is then scattered to the items' [F, P] blocks.  With F = 16..64
+ * filters and P down to 49 pixels, one sgemm per item spends more in
+ * OpenBLAS's call and packing overhead than in multiplying; a group
+ * amortises it.  Each output column is still the dot product of one
+ * filter row with one cols column, summed in the same order whatever
+ * the group, so an item's result does not depend on its neighbours.
  *
  * Threads: the executor normally gives each thread whole items; when the
  * batch is smaller than the thread count it passes a team instead, and
@@ -33,47 +42,81 @@ void ntc_conv_inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *l
     *lo = l, *hi = h;
 }
 
+int ntc_conv_group_items(const ntc_attrs *a, int64_t K, int64_t P)
+{
+    if (ntc_conv_pointwise(a))
+        return 1;
+    int64_t n = NTC_CONV_GROUP_FLOATS / (K * P);
+    return n < 2 ? 1 : n > 1024 ? 1024 : (int)n;
+}
+
+/* Group of n > 1 items: cols[K, n*P] and the product [F, n*P] (one item:
+ * cols only, the product goes straight to the output); then the weight
+ * with its axes swapped for the implicit backward (grad_conv.c). */
 int64_t work_conv2d(const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
 {
     if (ntc_conv_pointwise(&n->a))
         return 0;
-    return in->dims[1] * n->a.kernel[0] * n->a.kernel[1] * out->dims[2] * out->dims[3];
+    const int64_t K = in->dims[1] * n->a.kernel[0] * n->a.kernel[1], F = out->dims[1];
+    const int64_t P = out->dims[2] * out->dims[3];
+    const int items = ntc_conv_group_items(&n->a, K, P);
+    return (items == 1 ? K * P : (K + F) * items * P) + K * F;
+}
+
+/* Copies n floats; a loop of 8-float blocks rather than memcpy, which for
+ * rows of a few dozen floats costs more in the call than in the copy (and
+ * GCC would turn a plain loop back into a memcpy call). */
+typedef float float8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+static void copy_row(float *restrict dst, const float *restrict src, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        *(float8 *)(dst + i) = *(const float8 *)(src + i);
+    for (; i < n; i++)
+        dst[i] = src[i];
+}
+
+static void zero_row(float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = 0.0f;
 }
 
 void ntc_im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
-                   int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, float *cols)
+                int64_t OW, int64_t oh0, int64_t oh1, int64_t ld, float *cols)
 {
     const int kh = a->kernel[0], kw = a->kernel[1];
     const int sh = a->stride[0], sw = a->stride[1];
     const int dh = a->dilation[0], dw = a->dilation[1];
     const int pt = a->pad[0], pl = a->pad[1];
+    /* Output columns whose input column is inside [0, W), per kernel
+     * column j: the range does not depend on the channel or row, and
+     * knowing it keeps the inner loops branch-free. */
+    int64_t lo[kw], hi[kw];
+    for (int j = 0; j < kw; j++)
+        ntc_conv_inside_cols((int64_t)j * dw - pl, sw, W, OW, &lo[j], &hi[j]);
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;
         for (int i = 0; i < kh; i++) {
             for (int j = 0; j < kw; j++) {
-                float *row = cols + ((c * kh + i) * kw + j) * OH * OW + oh0 * OW;
-                /* Output columns whose input column is inside [0, W): the
-                 * range is computed once per (i, j) so the inner loop is
-                 * branch-free. */
-                int64_t off = (int64_t)j * dw - pl, ow_lo, ow_hi;
-                ntc_conv_inside_cols(off, sw, W, OW, &ow_lo, &ow_hi);
+                float *row = cols + ((c * kh + i) * kw + j) * ld + oh0 * OW;
+                const int64_t off = (int64_t)j * dw - pl, l = lo[j], h = hi[j];
                 for (int64_t oh = oh0; oh < oh1; oh++, row += OW) {
                     int64_t ih = oh * sh - pt + (int64_t)i * dh;
                     if (ih < 0 || ih >= H) {
-                        memset(row, 0, sizeof(float) * (size_t)OW);
+                        zero_row(row, OW);
                         continue;
                     }
                     const float *xr = xc + ih * W + off;
-                    for (int64_t ow = 0; ow < ow_lo; ow++)
-                        row[ow] = 0;
+                    zero_row(row, l);
                     if (sw == 1) {
-                        memcpy(row + ow_lo, xr + ow_lo, sizeof(float) * (size_t)(ow_hi - ow_lo));
+                        copy_row(row + l, xr + l, h - l);
                     } else {
-                        for (int64_t ow = ow_lo; ow < ow_hi; ow++)
+                        for (int64_t ow = l; ow < h; ow++)
                             row[ow] = xr[ow * sw];
                     }
-                    for (int64_t ow = ow_hi; ow < OW; ow++)
-                        row[ow] = 0;
+                    zero_row(row + h, OW - h);
                 }
             }
         }
@@ -100,18 +143,15 @@ static void conv_rows(const ntc_kargs *k, const float *x, float *y, int64_t oh0,
     const float *w = k->par[0], *bias = k->par[1];
     const float *cols = x;
     if (!ntc_conv_pointwise(&n->a)) {
-        ntc_im2col(&n->a, x, C, H, W, OH, OW, oh0, oh1, k->work);
+        ntc_im2col(&n->a, x, C, H, W, OW, oh0, oh1, P, k->work);
         cols = k->work;
     }
-    float beta = 0.0f;
-    if (bias) {
-        for (int64_t f = 0; f < F; f++)
-            for (int64_t p = p0; p < p0 + cols_n; p++)
-                y[f * P + p] = bias[f];
-        beta = 1.0f;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)F, (int)cols_n, (int)K,
-                1.0f, w, (int)K, cols + p0, (int)P, beta, y + p0, (int)P);
+    ntc_conv_gemm(F, cols_n, K, w, K, 1, cols + p0, P, y + p0, P);
+    /* The bias after the product, as conv_group adds it, so an item's
+     * result is the same on either path. */
+    for (int64_t f = 0; bias && f < F; f++)
+        for (int64_t p = p0; p < p0 + cols_n; p++)
+            y[f * P + p] += bias[f];
 }
 
 static void conv_task(void *arg, int t)
@@ -125,11 +165,77 @@ static void conv_task(void *arg, int t)
         conv_rows(c->k, c->x, c->y, oh0, oh1);
 }
 
+/* Items [b0, b0 + n) as one GEMM: cols[K, n*P] x W -> prod[F, n*P], then
+ * each item's [F, P] block of prod (plus the bias) to its output. */
+static void conv_group(const ntc_kargs *k, int b0, int n)
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
+    const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
+    const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW, N = n * P;
+    const float *bias = k->par[1];
+    float *cols = k->work, *prod = k->work + K * N;
+    for (int i = 0; i < n; i++)
+        ntc_im2col(a, k->in[0] + (b0 + i) * C * H * W, C, H, W, OW, 0, OH, N, cols + i * P);
+    ntc_conv_gemm(F, N, K, k->par[0], K, 1, cols, N, prod, N);
+    for (int i = 0; i < n; i++) {
+        float *y = k->out + (b0 + i) * F * P;
+        for (int64_t f = 0; f < F; f++) {
+            const float *src = prod + f * N + i * P;
+            float *dst = y + f * P;
+            if (bias) {
+                const float bf = bias[f];
+                for (int64_t p = 0; p < P; p++)
+                    dst[p] = src[p] + bf;
+            } else {
+                copy_row(dst, src, P);
+            }
+        }
+    }
+}
+
+/* The items one by one through the implicit product: no cols at all. */
+static void conv_implicit(const ntc_kargs *k)
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
+    const int64_t F = os->dims[1], P = os->dims[2] * os->dims[3];
+    int64_t dr[a->kernel[0]], dq[a->kernel[1]];
+    for (int i = 0; i < a->kernel[0]; i++)
+        dr[i] = (int64_t)i * a->dilation[0] - a->pad[0];
+    for (int j = 0; j < a->kernel[1]; j++)
+        dq[j] = (int64_t)j * a->dilation[1] - a->pad[1];
+    const ntc_implicit im = {F, C, H, os->dims[2], W, a->kernel[0], a->kernel[1], dr, dq};
+    const float *bias = k->par[1];
+    for (int b = 0; b < k->batch; b++) {
+        float *y = k->out + b * F * P;
+        ntc_conv_implicit(&im, k->par[0], k->in[0] + b * C * H * W, y, false);
+        for (int64_t f = 0; bias && f < F; f++)
+            for (int64_t p = 0; p < P; p++)
+                y[f * P + p] += bias[f];
+    }
+}
+
 void fwd_conv2d(const ntc_kargs *k)
 {
     const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
     const int64_t in_item = is->dims[1] * is->dims[2] * is->dims[3];
     const int64_t out_item = os->dims[1] * os->dims[2] * os->dims[3], OH = os->dims[2];
+    const int64_t K = is->dims[1] * k->node->a.kernel[0] * k->node->a.kernel[1];
+    const ntc_attrs *a = &k->node->a;
+    if (!k->team && !ntc_conv_pointwise(a) &&
+        ntc_conv_implicit_ok(a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], is->dims[3], os->dims[3])) {
+        conv_implicit(k);
+        return;
+    }
+    const int group = ntc_conv_group_items(a, K, OH * os->dims[3]);
+    if (group > 1 && !k->team && k->batch > 1) {
+        for (int b = 0; b < k->batch; b += group)
+            conv_group(k, b, k->batch - b < group ? k->batch - b : group);
+        return;
+    }
     /* With a team (a batch too small to split), each item's output rows
      * are shared out; each thread unfolds and multiplies its own rows. */
     int tasks = k->team ? ntc_pool_threads(k->team) : 1;

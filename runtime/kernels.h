@@ -51,7 +51,8 @@ typedef void (*ntc_fwd_fn)(const ntc_kargs *k);
 typedef void (*ntc_bwd_fn)(const ntc_kargs *k, const float *grad_out,
                            float *const *grad_in, float *const grad_par[NTC_MAX_PARAMS]);
 /* Scratch floats one call needs, independent of the batch size (kernels
- * that need per-item scratch process items one at a time).  Shapes as in
+ * that need per-item scratch process items one at a time, or in groups
+ * of a size fixed by the node and one item's shapes, as conv2d does).  Shapes as in
  * ntc_kargs with dims[0] == 1. */
 typedef int64_t (*ntc_work_fn)(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 
@@ -91,10 +92,53 @@ bool ntc_conv_pointwise(const ntc_attrs *a);
 /* Output columns ow whose input column ow*sw + off lies inside [0, W):
  * [*lo, *hi), clipped to [0, OW). */
 void ntc_conv_inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi);
-/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] into the matching
- * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, OH*OW] (zeros for padding). */
+/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] (output width OW) into the matching
+ * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, ld] (zeros for padding);
+ * ld >= OH*OW leaves room for other items' columns beside this one's. */
 void ntc_im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
-                int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, float *cols);
+                int64_t OW, int64_t oh0, int64_t oh1, int64_t ld, float *cols);
+/* Items whose im2col matrices go through one GEMM side by side (1 for a
+ * pointwise convolution, which has none): as many as keep the group's
+ * cols[K, items*P] within NTC_CONV_GROUP_FLOATS, about a core's L2 cache,
+ * at least 1.  The forward and backward kernels and work_conv2d agree on it. */
+#define NTC_CONV_GROUP_FLOATS (256 * 1024)
+int ntc_conv_group_items(const ntc_attrs *a, int64_t K, int64_t P);
+
+/* C[M, N] = A[M, Kd] * B[Kd, N], C overwritten; A(m, k) is a[m*ars + k*acs]
+ * (one of ars, acs is 1: A or a transposed row-major matrix), B and C are
+ * row-major with leading dimensions ldb, ldc.  Each column of C is computed
+ * the same whatever the others are (conv_gemm.c). */
+void ntc_conv_gemm(int64_t M, int64_t N, int64_t Kd, const float *a, int64_t ars, int64_t acs,
+                   const float *b, int64_t ldb, float *c, int64_t ldc);
+
+/* A stride-1 convolution's product with its im2col matrix left implicit
+ * (conv_gemm.c): C[M, dst_h*W] (+)= A[M, n_src*kh*kw] * B where row
+ * (s, i, j) of B at output pixel (r, q) is src[s, r + dr[i], q + dq[j]],
+ * 0 outside the source plane [src_h, W].  Forward: A = the weight, src = x,
+ * dr[i] = i*dh - pt, dq[j] = j*dw - pl; backward to x: A = the weight with
+ * its first two axes swapped, src = dL/dy, dr[i] = pt - i*dh, dq[j] = pl - j*dw. */
+typedef struct {
+    int64_t M, n_src, src_h, dst_h, W;
+    int kh, kw;
+    const int64_t *dr, *dq;      /* kh and kw source offsets */
+} ntc_implicit;
+/* Whether this CPU runs the AVX-512 kernels of conv_gemm.c and conv_wgrad.c. */
+bool ntc_conv_avx512(void);
+/* Whether ntc_conv_implicit runs here: stride 1, output rows as wide as
+ * the input's (W == OW), a kernel of at most 64 taps and a CPU with AVX-512. */
+bool ntc_conv_implicit_ok(int kh, int kw, int sh, int sw, int64_t W, int64_t OW);
+/* C = A * B (add: C += A * B), C row-major [M, dst_h*W], A row-major. */
+void ntc_conv_implicit(const ntc_implicit *im, const float *a, const float *src, float *c, bool add);
+/* Which lanes of B's rows are inside the source plane, for the output
+ * pixels [p0, p0 + n) in nvec vectors of 16 (n <= 16*nvec): bit l of
+ * mask[t*nvec + v] for pixel p0 + 16v + l and tap t = i*kw + j. */
+void ntc_conv_tap_masks(const ntc_implicit *im, int64_t p0, int64_t n, int nvec, uint16_t *mask);
+/* dw[M, n_src*kh*kw] += sum over `items` items and their pixels p of
+ * g[m, p] * B[(s, i, j), p] (B as for ntc_conv_implicit, forward offsets),
+ * item b's g at g + b*g_item and source at src + b*src_item (conv_wgrad.c;
+ * only where ntc_conv_implicit_ok). */
+void ntc_conv_wgrad(const ntc_implicit *im, int items, const float *g, int64_t g_item,
+                    const float *src, int64_t src_item, float *dw);
 
 /* Product of dims[from..rank); 1 when from >= rank.  Shared by the kernels. */
 int64_t ntc_numel_from(const ntc_shape *s, int from);
