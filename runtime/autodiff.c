@@ -480,6 +480,18 @@ done:
 
 /* ---- construction ------------------------------------------------------------------------- */
 
+/* A step buffer of n floats, written once now: a fresh allocation is
+ * mapped page by page on first touch, and the buffers of a step are
+ * hundreds of MB (ResNet-20 at batch 128), so the first step would
+ * otherwise spend a good part of its time in page faults. */
+static float *step_buffer(int64_t n)
+{
+    float *p = ntc_malloc(sizeof(float) * (size_t)n + 1);
+    if (p)
+        memset(p, 0, sizeof(float) * (size_t)n);
+    return p;
+}
+
 static int plan_values(ntc_trainer *t, ntc_err *err)
 {
     ntc_graph *g = t->g;
@@ -516,20 +528,20 @@ static int plan_values(ntc_trainer *t, ntc_err *err)
     }
     for (int i = 0; i < g->n_inputs; i++) {
         int v = g->inputs[i];
-        if (!(t->act[v] = ntc_malloc(sizeof(float) * (size_t)(t->numel[v] * t->max_batch) + 1)))
+        if (!(t->act[v] = step_buffer(t->numel[v] * t->max_batch)))
             return ntc_error(err, g->path, 0, "out of memory");
     }
     for (int s = 0; s < t->n_order; s++) {
         int v = g->nodes[t->order[s]].out;
-        if (!(t->act[v] = ntc_malloc(sizeof(float) * (size_t)(t->numel[v] * t->max_batch) + 1)))
+        if (!(t->act[v] = step_buffer(t->numel[v] * t->max_batch)))
             return ntc_error(err, g->path, 0, "out of memory for activations at batch %d", t->max_batch);
     }
     for (int v = 0; v < g->n_values; v++)
-        if (t->needs[v] && !(t->grad[v] = ntc_malloc(sizeof(float) * (size_t)(t->numel[v] * t->max_batch) + 1)))
+        if (t->needs[v] && !(t->grad[v] = step_buffer(t->numel[v] * t->max_batch)))
             return ntc_error(err, g->path, 0, "out of memory for gradients at batch %d", t->max_batch);
     for (int o = 0; o < g->n_outputs; o++) {
         int v = g->outputs[o].value;
-        if (!t->grad[v] && !(t->grad[v] = ntc_malloc(sizeof(float) * (size_t)(t->numel[v] * t->max_batch) + 1)))
+        if (!t->grad[v] && !(t->grad[v] = step_buffer(t->numel[v] * t->max_batch)))
             return ntc_error(err, g->path, 0, "out of memory");
     }
     return 0;

@@ -206,22 +206,35 @@ void ntc_conv_tap_masks(const ntc_implicit *im, int64_t p0, int64_t n, int nvec,
                 mask[(i * im->kw + j) * nvec + v] = rows[i][v] & cols[j][v];
 }
 
-__attribute__((target("avx512f"))) void ntc_conv_implicit(const ntc_implicit *im, const float *a,
-                                                           const float *src, float *c, bool add)
+/* The masks of a run of panels are computed once for every item (they
+ * depend only on the geometry); items go outside the panels, so an
+ * item's source planes stay in cache from one panel to the next. */
+#define MASK_PANELS 64           /* panels whose masks are kept at a time */
+
+__attribute__((target("avx512f"))) void ntc_conv_implicit(const ntc_implicit *im, const float *a, int items,
+                                                           const float *src, int64_t src_item, float *c,
+                                                           int64_t c_item, bool add)
 {
     const int taps = im->kh * im->kw;
-    const int64_t P = im->dst_h * im->W, Kd = im->n_src * taps;
+    const int64_t P = im->dst_h * im->W, Kd = im->n_src * taps, span = MASK_PANELS * 16 * NV;
     int64_t off[MAX_TAPS];
     for (int i = 0; i < im->kh; i++)
         for (int j = 0; j < im->kw; j++)
             off[i * im->kw + j] = im->dr[i] * im->W + im->dq[j];
-    for (int64_t n0 = 0; n0 < P; n0 += 16 * NV) {
-        const int64_t cols = P - n0 < 16 * NV ? P - n0 : 16 * NV;
-        __mmask16 mask[MAX_TAPS][NV], cm[NV];
-        ntc_conv_tap_masks(im, n0, cols, NV, &mask[0][0]);
-        panel_mask(cols, cm);
-        const bsource bs = {src + n0, im->n_src, im->src_h * im->W, taps, off,
-                            (const __mmask16(*)[NV])mask};
-        panel(im->M, (int)((cols + 15) / 16), add, &bs, a, Kd, 1, c + n0, P, cm);
+    __mmask16 mask[MASK_PANELS][MAX_TAPS][NV], cm[MASK_PANELS][NV];
+    for (int64_t s0 = 0; s0 < P; s0 += span) {
+        const int64_t s1 = P - s0 < span ? P : s0 + span;
+        for (int64_t n0 = s0; n0 < s1; n0 += 16 * NV) {
+            const int64_t q = (n0 - s0) / (16 * NV), cols = s1 - n0 < 16 * NV ? s1 - n0 : 16 * NV;
+            ntc_conv_tap_masks(im, n0, cols, NV, &mask[q][0][0]);
+            panel_mask(cols, cm[q]);
+        }
+        for (int b = 0; b < items; b++)
+            for (int64_t n0 = s0; n0 < s1; n0 += 16 * NV) {
+                const int64_t q = (n0 - s0) / (16 * NV), cols = s1 - n0 < 16 * NV ? s1 - n0 : 16 * NV;
+                const bsource bs = {src + b * src_item + n0, im->n_src, im->src_h * im->W, taps, off,
+                                    (const __mmask16(*)[NV])mask[q]};
+                panel(im->M, (int)((cols + 15) / 16), add, &bs, a, Kd, 1, c + b * c_item + n0, P, cm[q]);
+            }
     }
 }

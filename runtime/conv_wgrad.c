@@ -125,17 +125,19 @@ void ntc_conv_wgrad(const ntc_implicit *im, int items, const float *g, int64_t g
         for (int j = 0; j < im->kw; j++)
             tap_off[i * im->kw + j] = im->dr[i] * im->W + im->dq[j];
     uint16_t mask[MAX_TAPS * CHUNK_STEPS], range[CHUNK_STEPS];
-    for (int b0 = 0; b0 < items; b0 += group)
-        for (int64_t p0 = 0; p0 < P; p0 += 16 * CHUNK_STEPS) {
-            const int64_t n = P - p0 < 16 * CHUNK_STEPS ? P - p0 : 16 * CHUNK_STEPS;
-            const int steps = (int)((n + 15) / 16);
-            ntc_conv_tap_masks(im, p0, n, steps, mask);
-            for (int v = 0; v < steps; v++) {
-                const int64_t left = n - 16 * v;
-                range[v] = left >= 16 ? 0xffff : (uint16_t)((1u << left) - 1);
-            }
+    /* Chunks outside, groups inside: a chunk's masks serve every group. */
+    for (int64_t p0 = 0; p0 < P; p0 += 16 * CHUNK_STEPS) {
+        const int64_t n = P - p0 < 16 * CHUNK_STEPS ? P - p0 : 16 * CHUNK_STEPS;
+        const int steps = (int)((n + 15) / 16);
+        ntc_conv_tap_masks(im, p0, n, steps, mask);
+        for (int v = 0; v < steps; v++) {
+            const int64_t left = n - 16 * v;
+            range[v] = left >= 16 ? 0xffff : (uint16_t)((1u << left) - 1);
+        }
+        for (int b0 = 0; b0 < items; b0 += group) {
             const wchunk ch = {g + b0 * g_item + p0, src + b0 * src_item + p0, g_item, src_item, P,
                                items - b0 < group ? items - b0 : group, steps, mask, range};
             wchunk_all(im, &ch, tap_off, dw);
         }
+    }
 }

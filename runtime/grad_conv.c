@@ -150,8 +150,7 @@ static void bwd_input_implicit(const ntc_kargs *k, const float *grad_out, float 
     for (int j = 0; j < a->kernel[1]; j++)
         dq[j] = a->pad[1] - (int64_t)j * a->dilation[1];
     const ntc_implicit im = {C, F, OH, H, W, a->kernel[0], a->kernel[1], dr, dq};
-    for (int b = 0; b < k->batch; b++)
-        ntc_conv_implicit(&im, wt, grad_out + b * F * P, dx + b * C * H * W, true);
+    ntc_conv_implicit(&im, wt, k->batch, grad_out, F * P, dx, C * H * W, true);
 }
 
 void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in,

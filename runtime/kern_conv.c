@@ -195,7 +195,7 @@ static void conv_group(const ntc_kargs *k, int b0, int n)
     }
 }
 
-/* The items one by one through the implicit product: no cols at all. */
+/* The implicit product: no cols at all. */
 static void conv_implicit(const ntc_kargs *k)
 {
     const ntc_attrs *a = &k->node->a;
@@ -209,13 +209,10 @@ static void conv_implicit(const ntc_kargs *k)
         dq[j] = (int64_t)j * a->dilation[1] - a->pad[1];
     const ntc_implicit im = {F, C, H, os->dims[2], W, a->kernel[0], a->kernel[1], dr, dq};
     const float *bias = k->par[1];
-    for (int b = 0; b < k->batch; b++) {
-        float *y = k->out + b * F * P;
-        ntc_conv_implicit(&im, k->par[0], k->in[0] + b * C * H * W, y, false);
-        for (int64_t f = 0; bias && f < F; f++)
-            for (int64_t p = 0; p < P; p++)
-                y[f * P + p] += bias[f];
-    }
+    ntc_conv_implicit(&im, k->par[0], k->batch, k->in[0], C * H * W, k->out, F * P, false);
+    for (int64_t bf = 0; bias && bf < k->batch * F; bf++)
+        for (int64_t p = 0; p < P; p++)
+            k->out[bf * P + p] += bias[bf % F];
 }
 
 void fwd_conv2d(const ntc_kargs *k)

@@ -127,8 +127,10 @@ bool ntc_conv_avx512(void);
 /* Whether ntc_conv_implicit runs here: stride 1, output rows as wide as
  * the input's (W == OW), a kernel of at most 64 taps and a CPU with AVX-512. */
 bool ntc_conv_implicit_ok(int kh, int kw, int sh, int sw, int64_t W, int64_t OW);
-/* C = A * B (add: C += A * B), C row-major [M, dst_h*W], A row-major. */
-void ntc_conv_implicit(const ntc_implicit *im, const float *a, const float *src, float *c, bool add);
+/* C = A * B (add: C += A * B), C row-major [M, dst_h*W], A row-major, for
+ * `items` items: item b's source at src + b*src_item, its C at c + b*c_item. */
+void ntc_conv_implicit(const ntc_implicit *im, const float *a, int items, const float *src,
+                       int64_t src_item, float *c, int64_t c_item, bool add);
 /* Which lanes of B's rows are inside the source plane, for the output
  * pixels [p0, p0 + n) in nvec vectors of 16 (n <= 16*nvec): bit l of
  * mask[t*nvec + v] for pixel p0 + 16v + l and tap t = i*kw + j. */
