@@ -29,7 +29,8 @@
  * local term (only the scope's nodes, gradients only for values produced
  * inside the scope, seeded by the term's gradient).  Kernels accumulate,
  * so a gradient buffer is zeroed right before the first step that writes
- * it in each program. */
+ * it in each program, unless that step's op can overwrite it instead
+ * (ntc_bwd_overwrites: it is then told so through gin_fresh). */
 #include "ntc/train.h"
 #include "bn_train.h"
 #include "kernels.h"
@@ -46,6 +47,7 @@
 typedef struct {
     int node;
     bool *gin;                   /* per input of the node */
+    bool *fresh;                 /* per input: first write of its gradient, by an op that overwrites */
     bool gpar[NTC_MAX_PARAMS];   /* per parameter slot: trainable */
     int n_zero;
     int *zero;                   /* value handles */
@@ -309,6 +311,7 @@ static void run_program(ntc_trainer *t, const bwd_program *p, int task, int b0, 
         }
         ntc_kargs k;
         make_args(t, n, task, b0, count, &k, in, in_shape, par_shape);
+        k.gin_fresh = st->fresh;
         bool any_in = false;
         for (int j = 0; j < n->n_in; j++) {
             gin[j] = st->gin[j] ? t->grad[n->in[j]] + b0 * t->numel[n->in[j]] : NULL;
@@ -393,17 +396,25 @@ static int build_program(ntc_trainer *t, bwd_program *p, const bool *in_scope, c
         for (int q = 0; q < NTC_MAX_PARAMS; q++)
             st->gpar[q] = param_trainable(g, n, q);
         st->gin = ntc_arena_alloc(t->arena, sizeof(bool) * (size_t)n->n_in + 1);
+        st->fresh = ntc_arena_alloc(t->arena, sizeof(bool) * (size_t)n->n_in + 1);
         st->zero = ntc_arena_alloc(t->arena, sizeof(int) * (size_t)n->n_in + 1);
-        if (!st->gin || !st->zero) {
+        if (!st->gin || !st->fresh || !st->zero) {
             ntc_free(written);
             return -1;
         }
+        /* The first write of a gradient either overwrites it (ops that can,
+         * saving a pass of zeroing and one of reading) or follows a zeroing. */
+        const bool overwrites = ntc_bwd_overwrites(n->op);
         for (int j = 0; j < n->n_in; j++) {
             int v = n->in[j];
             st->gin[j] = needs[v];
+            st->fresh[j] = false;
             if (needs[v] && !written[v]) {
                 written[v] = true;
-                st->zero[st->n_zero++] = v;
+                if (overwrites)
+                    st->fresh[j] = true;
+                else
+                    st->zero[st->n_zero++] = v;
             }
         }
     }

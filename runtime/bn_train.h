@@ -62,7 +62,8 @@ void bn_train_grad_params(int64_t C, const double *sum_dy, const double *sum_dy_
 /* Accumulates dL/dx over the slice, the batch statistics' dependence on x
  * included:
  *     dx += scale * invstd * (g - sum_dy / M - xhat * sum_dy_xhat / M)
- * with the whole batch's reduced sums and M = count. */
+ * with the whole batch's reduced sums and M = count (dx = ... when
+ * k->gin_fresh marks grad_in fresh). */
 void bn_train_grad_apply(const ntc_kargs *k, const float *grad_out, const float *mean,
                          const float *invstd, int64_t count, const double *sum_dy,
                          const double *sum_dy_xhat, float *grad_in);

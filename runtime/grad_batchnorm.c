@@ -15,26 +15,81 @@
 
 #include <math.h>
 
-/* sum a[i] and sum a[i] * (b[i] - shift) over n elements, in double.
- * Four independent accumulator pairs, so each add does not wait for the
- * previous one (a single chain of double adds runs at one element per add
- * latency, the bottleneck of these passes). */
-static void pair_sums(const float *a, const float *b, float shift, int64_t n, double *sum_a,
-                      double *sum_ab)
+/* The passes over the activations below are cloned for AVX-512 (GCC
+ * picks the clone when the program loads): at the build's baseline ISA a
+ * pass converting floats to double runs at about an element per cycle,
+ * and these passes cover every element of every batchnorm, twice in each
+ * direction.  A machine always runs the same clone, so results stay
+ * deterministic on it. */
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
+
+typedef float f8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double d8 __attribute__((vector_size(64)));
+
+static double lane_total(d8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+/* sum a[i] and sum a[i] * (b[i] - shift) over n elements, in double, with
+ * eight independent lanes (a single chain of double adds runs at one
+ * element per add latency); the tail is added after the lanes' total. */
+VECTOR_CLONES static void pair_sums(const float *a, const float *b, float shift, int64_t n,
+                                    double *sum_a, double *sum_ab)
 {
-    double s[4] = {0}, t[4] = {0};
+    d8 s = {0}, t = {0};
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int l = 0; l < 4; l++) {
-            s[l] += a[i + l];
-            t[l] += (double)a[i + l] * (b[i + l] - shift);
+    for (; i + 8 <= n; i += 8) {
+        const d8 ad = __builtin_convertvector(*(const f8 *)(a + i), d8);
+        s += ad;
+        t += ad * __builtin_convertvector(*(const f8 *)(b + i) - shift, d8);
+    }
+    double sa = lane_total(s), sab = lane_total(t);
+    for (; i < n; i++) {
+        sa += a[i];
+        sab += (double)a[i] * (b[i] - shift);
+    }
+    *sum_a = sa;
+    *sum_ab = sab;
+}
+
+/* y = a * (x - m) + c over n floats. */
+VECTOR_CLONES static void affine(float *restrict y, const float *restrict x, int64_t n, float a,
+                                 float m, float c)
+{
+    int64_t i = 0;
+    for (; i + NTC_VEC <= n; i += NTC_VEC)
+        for (int j = 0; j < NTC_VEC; j++)
+            y[i + j] = a * (x[i + j] - m) + c;
+    for (; i < n; i++)
+        y[i] = a * (x[i] - m) + c;
+}
+
+/* dx (+)= a * (g - mean_dy - (x - m) * is * mean_dy_xhat) over n floats;
+ * fresh: dx is written, not added to. */
+VECTOR_CLONES static void train_grad_row(float *restrict dx, const float *restrict x,
+                                         const float *restrict g, int64_t n, float a, float m,
+                                         float is, float mean_dy, float mean_dy_xhat, bool fresh)
+{
+    int64_t i = 0;
+    if (fresh) {
+        for (; i + NTC_VEC <= n; i += NTC_VEC)
+            for (int j = 0; j < NTC_VEC; j++) {
+                const float xhat = (x[i + j] - m) * is;
+                dx[i + j] = a * (g[i + j] - mean_dy - xhat * mean_dy_xhat);
+            }
+        for (; i < n; i++) {
+            const float xhat = (x[i] - m) * is;
+            dx[i] = a * (g[i] - mean_dy - xhat * mean_dy_xhat);
+        }
+        return;
+    }
+    for (; i + NTC_VEC <= n; i += NTC_VEC)
+        for (int j = 0; j < NTC_VEC; j++) {
+            const float xhat = (x[i + j] - m) * is;
+            dx[i + j] += a * (g[i + j] - mean_dy - xhat * mean_dy_xhat);
         }
     for (; i < n; i++) {
-        s[0] += a[i];
-        t[0] += (double)a[i] * (b[i] - shift);
+        const float xhat = (x[i] - m) * is;
+        dx[i] += a * (g[i] - mean_dy - xhat * mean_dy_xhat);
     }
-    *sum_a = (s[0] + s[1]) + (s[2] + s[3]);
-    *sum_ab = (t[0] + t[1]) + (t[2] + t[3]);
 }
 
 void bwd_batchnorm(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
@@ -53,7 +108,11 @@ void bwd_batchnorm(const ntc_kargs *k, const float *grad_out, float *const *grad
             const int64_t at = (b * C + c) * inner;
             const float *x = k->in[0] + at, *g = grad_out + at;
             const float inv = 1.0f / sqrtf(var[c] + eps), a = scale[c] * inv, m = mean[c];
-            if (dx) {
+            if (dx && ntc_gin_fresh(k, 0)) {
+                float *d = dx + at;
+                for (int64_t i = 0; i < inner; i++)
+                    d[i] = a * g[i];
+            } else if (dx) {
                 float *d = dx + at;
                 for (int64_t i = 0; i < inner; i++)
                     d[i] += a * g[i];
@@ -119,11 +178,7 @@ void bn_train_apply(const ntc_kargs *k, const float *mean, const float *invstd)
     for (int64_t b = 0; b < k->batch; b++)
         for (int64_t c = 0; c < C; c++) {
             const int64_t at = (b * C + c) * inner;
-            const float *x = k->in[0] + at;
-            float *y = k->out + at;
-            const float a = scale[c] * invstd[c], mc = mean[c], bc = bias[c];
-            for (int64_t i = 0; i < inner; i++)
-                y[i] = a * (x[i] - mc) + bc;
+            affine(k->out + at, k->in[0] + at, inner, scale[c] * invstd[c], mean[c], bias[c]);
         }
 }
 
@@ -163,14 +218,8 @@ void bn_train_grad_apply(const ntc_kargs *k, const float *grad_out, const float 
     for (int64_t b = 0; b < k->batch; b++)
         for (int64_t c = 0; c < C; c++) {
             const int64_t at = (b * C + c) * inner;
-            const float *x = k->in[0] + at, *g = grad_out + at;
-            float *dx = grad_in + at;
-            const float is = invstd[c], a = scale[c] * is, mc = mean[c];
-            const float mean_dy = (float)(sum_dy[c] / (double)count);
-            const float mean_dy_xhat = (float)(sum_dy_xhat[c] / (double)count);
-            for (int64_t i = 0; i < inner; i++) {
-                const float xhat = (x[i] - mc) * is;
-                dx[i] += a * (g[i] - mean_dy - xhat * mean_dy_xhat);
-            }
+            train_grad_row(grad_in + at, k->in[0] + at, grad_out + at, inner, scale[c] * invstd[c],
+                           mean[c], invstd[c], (float)(sum_dy[c] / (double)count),
+                           (float)(sum_dy_xhat[c] / (double)count), ntc_gin_fresh(k, 0));
         }
 }

@@ -150,7 +150,7 @@ static void bwd_input_implicit(const ntc_kargs *k, const float *grad_out, float 
     for (int j = 0; j < a->kernel[1]; j++)
         dq[j] = a->pad[1] - (int64_t)j * a->dilation[1];
     const ntc_implicit im = {C, F, OH, H, W, a->kernel[0], a->kernel[1], dr, dq};
-    ntc_conv_implicit(&im, wt, k->batch, grad_out, F * P, dx, C * H * W, true);
+    ntc_conv_implicit(&im, wt, k->batch, grad_out, F * P, dx, C * H * W, !ntc_gin_fresh(k, 0));
 }
 
 void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
@@ -167,12 +167,17 @@ void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in
             db[f] += sum(grad_out + (b * F + f) * P, P);
     if (!dx && !dw)
         return;
+    const bool implicit = !ntc_conv_pointwise(a) &&
+                          ntc_conv_implicit_ok(a->kernel[0], a->kernel[1], a->stride[0], a->stride[1],
+                                               is->dims[3], os->dims[3]);
+    /* A fresh dx is overwritten by the implicit product; the other paths add. */
+    if (dx && ntc_gin_fresh(k, 0) && !implicit)
+        memset(dx, 0, sizeof(float) * (size_t)ntc_numel_from(is, 0));
     if (ntc_conv_pointwise(a)) {
         bwd_pointwise(k, grad_out, dx, dw);
         return;
     }
-    if (ntc_conv_implicit_ok(a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], is->dims[3],
-                             os->dims[3])) {
+    if (implicit) {
         if (dw) {
             int64_t dr[a->kernel[0]], dq[a->kernel[1]];
             for (int i = 0; i < a->kernel[0]; i++)

@@ -33,6 +33,11 @@ typedef struct ntc_kargs {
      * the batch is too small to split (batch 1 on two cores); NULL: run
      * on the calling thread only.  Kernels that ignore it stay correct. */
     struct ntc_pool *team;
+    /* Backward only, NULL elsewhere: per input j, whether grad_in[j] holds
+     * no gradient yet, so the kernel must overwrite it (contents
+     * undefined) instead of accumulating.  Set only for the ops for which
+     * ntc_bwd_overwrites() holds; the executor zeroes the others' first. */
+    const bool *gin_fresh;
 } ntc_kargs;
 
 /* Forward: writes k->out from k->in and k->par. */
@@ -50,6 +55,12 @@ typedef void (*ntc_fwd_fn)(const ntc_kargs *k);
  * mode needs whole-batch statistics: see bn_train.h.) */
 typedef void (*ntc_bwd_fn)(const ntc_kargs *k, const float *grad_out,
                            float *const *grad_in, float *const grad_par[NTC_MAX_PARAMS]);
+/* Whether op's backward honours ntc_kargs.gin_fresh (relu, add, batchnorm,
+ * conv2d): its first write of an input gradient can replace a pass of
+ * zeroing and a pass of reading (grad_elementwise.c). */
+bool ntc_bwd_overwrites(ntc_op op);
+/* grad_in[j] of a backward call is fresh (see ntc_kargs.gin_fresh). */
+static inline bool ntc_gin_fresh(const ntc_kargs *k, int j) { return k->gin_fresh && k->gin_fresh[j]; }
 /* Scratch floats one call needs, independent of the batch size (kernels
  * that need per-item scratch process items one at a time, or in groups
  * of a size fixed by the node and one item's shapes, as conv2d does).  Shapes as in
