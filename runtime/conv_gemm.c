@@ -21,9 +21,11 @@
  * the whole inner dimension in registers and stored once.  Elsewhere
  * ntc_conv_gemm calls OpenBLAS and ntc_conv_implicit is not offered.
  *
- * Each C element is the sum over k = 0, 1, ... Kd-1 of A(m, k) * B(k, n),
- * one FMA after the other, whatever the tile or the position of column n:
- * a column's value does not depend on what other columns share the call. */
+ * Each C element is a sum of A(m, k) * B(k, n), one FMA after the other,
+ * over k in a fixed order (ntc_conv_gemm: k = 0, 1, ...; the implicit
+ * product: tap by tap, each over the source planes), whatever the tile or
+ * the position of column n: a column's value does not depend on what
+ * other columns or rows share the call. */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -85,23 +87,26 @@ tile(int mr, int nv, bool add, const bsource *bs, const float *a, int64_t ars, i
     ACC_ROW(0); ACC_ROW(1); ACC_ROW(2); ACC_ROW(3);
     ACC_ROW(4); ACC_ROW(5); ACC_ROW(6); ACC_ROW(7);
     __m512 b1 = _mm512_setzero_ps(), b2 = b1;
-    const float *ak = a;
     const uintptr_t plane = (uintptr_t)bs->plane * sizeof(float);
-    uintptr_t src = (uintptr_t)bs->src;
-    for (int64_t s = 0; s < bs->n_src; s++, src += plane)
-        for (int t = 0; t < bs->taps; t++, ak += acs) {
-            /* Integer arithmetic: a padded tap's address may lie outside x,
-             * and only its masked-off lanes are there (never read). */
-            const float *bk = (const float *)(src + (uintptr_t)bs->off[t] * sizeof(float));
-            const __mmask16 *m = bs->mask[t];
-            const __m512 b0 = _mm512_maskz_loadu_ps(m[0], bk);
+    /* Taps outside, source planes inside: a tap's masks stay in mask
+     * registers for all its rows. */
+    for (int t = 0; t < bs->taps; t++) {
+        const __mmask16 m0 = bs->mask[t][0], m1 = bs->mask[t][1], m2 = bs->mask[t][2];
+        const float *ak = a + t * acs;
+        /* Integer arithmetic: a padded tap's address may lie outside x,
+         * and only its masked-off lanes are there (never read). */
+        uintptr_t src = (uintptr_t)bs->src + (uintptr_t)bs->off[t] * sizeof(float);
+        for (int64_t s = 0; s < bs->n_src; s++, src += plane, ak += bs->taps * acs) {
+            const float *bk = (const float *)src;
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, bk);
             if (nv > 1)
-                b1 = _mm512_maskz_loadu_ps(m[1], bk + 16);
+                b1 = _mm512_maskz_loadu_ps(m1, bk + 16);
             if (nv > 2)
-                b2 = _mm512_maskz_loadu_ps(m[2], bk + 32);
+                b2 = _mm512_maskz_loadu_ps(m2, bk + 32);
             FMA_ROW(0) FMA_ROW(1) FMA_ROW(2) FMA_ROW(3)
             FMA_ROW(4) FMA_ROW(5) FMA_ROW(6) FMA_ROW(7)
         }
+    }
     STORE_ROW(0) STORE_ROW(1) STORE_ROW(2) STORE_ROW(3)
     STORE_ROW(4) STORE_ROW(5) STORE_ROW(6) STORE_ROW(7)
 }

@@ -195,24 +195,35 @@ static void conv_group(const ntc_kargs *k, int b0, int n)
     }
 }
 
-/* The implicit product: no cols at all. */
-static void conv_implicit(const ntc_kargs *k)
+/* The implicit product (no cols at all) for filters [f0, f1) of every item. */
+static void conv_implicit_filters(const ntc_kargs *k, int64_t f0, int64_t f1)
 {
     const ntc_attrs *a = &k->node->a;
     const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
     const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
-    const int64_t F = os->dims[1], P = os->dims[2] * os->dims[3];
+    const int64_t F = os->dims[1], P = os->dims[2] * os->dims[3], K = C * a->kernel[0] * a->kernel[1];
     int64_t dr[a->kernel[0]], dq[a->kernel[1]];
     for (int i = 0; i < a->kernel[0]; i++)
         dr[i] = (int64_t)i * a->dilation[0] - a->pad[0];
     for (int j = 0; j < a->kernel[1]; j++)
         dq[j] = (int64_t)j * a->dilation[1] - a->pad[1];
-    const ntc_implicit im = {F, C, H, os->dims[2], W, a->kernel[0], a->kernel[1], dr, dq};
+    const ntc_implicit im = {f1 - f0, C, H, os->dims[2], W, a->kernel[0], a->kernel[1], dr, dq};
     const float *bias = k->par[1];
-    ntc_conv_implicit(&im, k->par[0], k->batch, k->in[0], C * H * W, k->out, F * P, false);
-    for (int64_t bf = 0; bias && bf < k->batch * F; bf++)
-        for (int64_t p = 0; p < P; p++)
-            k->out[bf * P + p] += bias[bf % F];
+    ntc_conv_implicit(&im, k->par[0] + f0 * K, k->batch, k->in[0], C * H * W, k->out + f0 * P, F * P, false);
+    for (int b = 0; bias && b < k->batch; b++)
+        for (int64_t f = f0; f < f1; f++)
+            for (int64_t p = 0; p < P; p++)
+                k->out[(b * F + f) * P + p] += bias[f];
+}
+
+/* Thread t of a team: its share of the filters. */
+static void conv_implicit_task(void *arg, int t)
+{
+    const ntc_kargs *k = arg;
+    const int64_t F = k->out_shape.dims[1], tasks = ntc_pool_threads(k->team);
+    const int64_t per = (F + tasks - 1) / tasks, f0 = t * per, f1 = f0 + per < F ? f0 + per : F;
+    if (f0 < f1)
+        conv_implicit_filters(k, f0, f1);
 }
 
 void fwd_conv2d(const ntc_kargs *k)
@@ -222,9 +233,14 @@ void fwd_conv2d(const ntc_kargs *k)
     const int64_t out_item = os->dims[1] * os->dims[2] * os->dims[3], OH = os->dims[2];
     const int64_t K = is->dims[1] * k->node->a.kernel[0] * k->node->a.kernel[1];
     const ntc_attrs *a = &k->node->a;
-    if (!k->team && !ntc_conv_pointwise(a) &&
+    if (!ntc_conv_pointwise(a) &&
         ntc_conv_implicit_ok(a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], is->dims[3], os->dims[3])) {
-        conv_implicit(k);
+        /* With a team (a batch too small to split) the filters are shared
+         * out: each output is computed as without one. */
+        if (k->team)
+            ntc_pool_run(k->team, ntc_pool_threads(k->team), conv_implicit_task, (void *)k);
+        else
+            conv_implicit_filters(k, 0, os->dims[1]);
         return;
     }
     const int group = ntc_conv_group_items(a, K, OH * os->dims[3]);
