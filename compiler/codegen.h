@@ -10,7 +10,17 @@
  * parameter pointers in the order of ntc_cg_result.params, `workspace`
  * holds ws_floats floats (64-byte aligned) for the intermediate values and
  * the convolutions' scratch of one item.  Callers split big batches over
- * threads, one workspace each.
+ * threads, one workspace each.  And
+ *
+ *   void ntc_task_run_team(const float *const *params, const float *input,
+ *                          float *output, float *workspace, float *own_workspace,
+ *                          int64_t tid, int64_t nthreads, int32_t *barrier);
+ *
+ * which computes one item with a team of threads calling it together:
+ * convolutions split their tiles, other steps run on thread 0, a barrier
+ * (two zeroed i32 shared by the team) ends each step; the values live in
+ * thread 0's workspace, each thread's scratch in its own (callers use it
+ * for batches smaller than their thread count, see jit.c).
  *
  * codegen_plan.c groups the nodes into steps (a conv2d absorbs a following
  * batchnorm -> add -> relu chain) and lays out the workspace; each step

@@ -363,6 +363,75 @@ START_TEST(conv_random)
 }
 END_TEST
 
+/* JIT vs interpreter over `calls` runs of the same compiled graph: runs
+ * of fewer items than threads alternate between the team entry (the
+ * first run) and one thread (see ntc_jit_run), so both are checked. */
+static void check_calls(ntc_graph *g, int batch, int calls, const char *what)
+{
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+    int64_t on = numel(g, g->outputs[0].value);
+    float *x = random_input(g, batch, 9u), *y = malloc(sizeof(float) * (size_t)(on * batch));
+    ntc_exec *ex = ntc_exec_new(g, batch, &err);
+    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+    const float *ins[] = {x};
+    ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
+    for (int k = 0; k < calls; k++) {
+        memset(y, 0xff, sizeof(float) * (size_t)(on * batch));   /* NaN: every output must be written */
+        ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
+        double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+        ck_assert_msg(e <= TOL, "%s, batch %d, run %d: JIT vs interpreter: relative error %g", what, batch, k, e);
+    }
+    ntc_exec_free(ex);
+    ntc_jit_free(j);
+    free(x);
+    free(y);
+}
+
+/* Stride-1 planes share a padding column between rows when the right
+ * padding is no wider than the left and the output row fits in W + left
+ * columns: equal pads, left wider, right wider (not shared), no padding,
+ * a 1x1 kernel with padding (output wider than W + left: not shared),
+ * dilation 2, and widths around the vector lengths (masked pack and
+ * compaction), each at 16, 8 and 4 floats per vector and on a team. */
+START_TEST(conv_padding_layouts)
+{
+    static const int cfg[][8] = {
+        /* C, F, H, W, k, dilation, pad left, pad right */
+        {3, 5, 9, 28, 3, 1, 1, 1}, {2, 7, 6, 17, 3, 1, 2, 1}, {3, 4, 7, 15, 3, 1, 1, 2}, {4, 3, 5, 16, 3, 1, 0, 0},
+        {5, 6, 8, 9, 1, 1, 1, 1},  {2, 9, 11, 13, 3, 2, 2, 2}, {1, 3, 4, 33, 5, 1, 2, 1}, {6, 17, 3, 7, 3, 1, 1, 0},
+    };
+    static const char *width[] = {NULL, "8", "4"};
+    for (int v = 0; v < 3; v++) {
+        if (width[v])
+            setenv("NTC_JIT_VECTOR_WIDTH", width[v], 1);
+        for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
+            const int *k = cfg[t];
+            char shape[64];
+            snprintf(shape, sizeof shape, "N,%d,%d,%d", k[0], k[2], k[3]);
+            int x;
+            ntc_graph *g = input_graph(shape, &x);
+            int c = conv(g, "conv", x, k[1], k[4], 1, 1, t % 2);
+            ntc_attrs *a = &g->nodes[c].a;
+            set2(a->dilation, k[5], k[5]);
+            a->pad[1] = k[6], a->pad[3] = k[7];
+            ntc_graph_add_output(g, "y", out_of(g, c));
+            fill_params(g, 40u + (unsigned)t);
+            char what[128];
+            snprintf(what, sizeof what, "conv %dx%dx%d k%d d%d pads l%d r%d, vector width %s", k[0], k[2], k[3], k[4],
+                     k[5], k[6], k[7], width[v] ? width[v] : "host");
+            check_graph(g, 1 + (int)t % 3, what);
+            setenv("NTC_JIT_THREADS", "3", 1);
+            check_calls(g, 1, 2, what);
+            unsetenv("NTC_JIT_THREADS");
+            ntc_graph_free(g);
+        }
+    }
+    unsetenv("NTC_JIT_VECTOR_WIDTH");
+}
+END_TEST
+
 /* The same for the code shapes of narrower vector units (AVX2: 8 floats
  * and 16 registers; SSE: 4). */
 START_TEST(conv_narrow_vectors)
@@ -403,32 +472,6 @@ START_TEST(conv_resnet_shapes)
     }
 }
 END_TEST
-
-/* JIT vs interpreter over `calls` runs of the same compiled graph: runs
- * of fewer items than threads alternate between the team entry (the
- * first run) and one thread (see ntc_jit_run), so both are checked. */
-static void check_calls(ntc_graph *g, int batch, int calls, const char *what)
-{
-    ntc_err err = {0};
-    ntc_jit *j = ntc_jit_compile(g, &err);
-    ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
-    int64_t on = numel(g, g->outputs[0].value);
-    float *x = random_input(g, batch, 9u), *y = malloc(sizeof(float) * (size_t)(on * batch));
-    ntc_exec *ex = ntc_exec_new(g, batch, &err);
-    ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
-    const float *ins[] = {x};
-    ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
-    for (int k = 0; k < calls; k++) {
-        memset(y, 0xff, sizeof(float) * (size_t)(on * batch));   /* NaN: every output must be written */
-        ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
-        double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
-        ck_assert_msg(e <= TOL, "%s, batch %d, run %d: JIT vs interpreter: relative error %g", what, batch, k, e);
-    }
-    ntc_exec_free(ex);
-    ntc_jit_free(j);
-    free(x);
-    free(y);
-}
 
 /* Items computed by a team of 2, 3 and 5 threads (NTC_JIT_THREADS):
  * convolutions split their tiles, so every thread count must cover each
@@ -981,6 +1024,7 @@ int main(void)
     tcase_add_loop_test(tc, conv_random, 0, 4);
     tcase_add_test(tc, conv_resnet_shapes);
     tcase_add_loop_test(tc, team_split, 0, 3);
+    tcase_add_test(tc, conv_padding_layouts);
     tcase_add_loop_test(tc, conv_narrow_vectors, 0, 2);
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
