@@ -30,7 +30,9 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MR 8                     /* rows of C per tile */
@@ -173,14 +175,30 @@ void ntc_conv_gemm(int64_t M, int64_t N, int64_t Kd, const float *a, int64_t ars
         gemm_avx512(M, N, Kd, a, ars, acs, b, ldb, c, ldc);
         return;
     }
-    const bool trans = acs != 1;
+    /* A row-major (A(m, k) = a[m*lda + k], lda >= Kd) or transposed
+     * (a[k*lda + m], lda >= M); with M == 1 or Kd == 1 both strides may be
+     * 1, and the leading dimension must still be one BLAS accepts. */
+    const bool trans = !(acs == 1 && (ars >= Kd || M == 1));
+    const int64_t lda = trans ? (acs > M ? acs : M) : (ars > Kd ? ars : Kd);
     cblas_sgemm(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, CblasNoTrans, (int)M, (int)N,
-                (int)Kd, 1.0f, a, (int)(trans ? acs : ars), b, (int)ldb, 0.0f, c, (int)ldc);
+                (int)Kd, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, c, (int)ldc);
 }
 
 /* ---- implicit im2col ---------------------------------------------------------------- */
 
-bool ntc_conv_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+/* NTC_NO_AVX512 set (non-empty) in the environment forces the portable path, so its
+ * tests can run on a machine with AVX-512 (read once). */
+bool ntc_conv_avx512(void)
+{
+    static atomic_int known;     /* 0: not yet, 1: yes, 2: no */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!k) {
+        const char *off = getenv("NTC_NO_AVX512");
+        k = __builtin_cpu_supports("avx512f") && !(off && *off) ? 1 : 2;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    return k == 1;
+}
 
 bool ntc_conv_implicit_ok(int kh, int kw, int sh, int sw, int64_t W, int64_t OW)
 {

@@ -91,7 +91,36 @@ static void bwd_pointwise(const ntc_kargs *k, const float *grad_out, float *dx, 
     }
 }
 
-/* Items [b0, b0 + n) as one group: g and cols gathered to [., n*P]. */
+/* Items [b0, b0 + n) on AVX-512, whose kernels need no long rows: each
+ * item's cols [K, P] one after the other, the weight gradient over all of
+ * them with g where it lies, dx item by item through dcols (in the
+ * workspace after the group's cols). */
+static void bwd_group_avx512(const ntc_kargs *k, const float *grad_out, int b0, int n, float *dx,
+                             float *dw)
+{
+    const ntc_attrs *a = &k->node->a;
+    const ntc_shape *is = &k->in_shape[0], *os = &k->out_shape;
+    const int64_t C = is->dims[1], H = is->dims[2], W = is->dims[3];
+    const int64_t F = os->dims[1], OH = os->dims[2], OW = os->dims[3];
+    const int64_t K = C * a->kernel[0] * a->kernel[1], P = OH * OW;
+    const float *g = grad_out + b0 * F * P;
+    float *cols = k->work;
+    if (dw) {
+        for (int i = 0; i < n; i++)
+            ntc_im2col(a, k->in[0] + (b0 + i) * C * H * W, C, H, W, OW, 0, OH, P, cols + i * K * P);
+        /* cols as K source planes of one row of P pixels, one tap. */
+        const int64_t zero = 0;
+        const ntc_implicit im = {F, K, 1, 1, P, 1, 1, &zero, &zero};
+        ntc_conv_wgrad(&im, n, g, F * P, cols, K * P, dw);
+    }
+    for (int i = 0; dx && i < n; i++) {
+        ntc_conv_gemm(K, P, F, k->par[0], 1, K, g + i * F * P, P, cols, P);
+        col2im_add(a, cols, P, C, H, W, OH, OW, dx + (b0 + i) * C * H * W);
+    }
+}
+
+/* Items [b0, b0 + n) as one group for OpenBLAS: g and cols gathered to
+ * [., n*P], so each product is one long sgemm. */
 static void bwd_group(const ntc_kargs *k, const float *grad_out, int b0, int n, float *dx, float *dw)
 {
     const ntc_attrs *a = &k->node->a;
@@ -111,15 +140,8 @@ static void bwd_group(const ntc_kargs *k, const float *grad_out, int b0, int n, 
     if (dw) {
         for (int i = 0; i < n; i++)
             ntc_im2col(a, k->in[0] + (b0 + i) * C * H * W, C, H, W, OW, 0, OH, N, cols + i * P);
-        if (ntc_conv_avx512()) {
-            /* cols as K source planes of one row of N pixels, one tap. */
-            const int64_t zero = 0;
-            const ntc_implicit im = {F, K, 1, 1, N, 1, 1, &zero, &zero};
-            ntc_conv_wgrad(&im, 1, g, 0, cols, 0, dw);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)N,
-                        1.0f, g, (int)N, cols, (int)N, 1.0f, dw, (int)K);
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)F, (int)K, (int)N,
+                    1.0f, g, (int)N, cols, (int)N, 1.0f, dw, (int)K);
     }
     if (dx) {
         ntc_conv_gemm(K, N, F, k->par[0], 1, K, g, N, cols, N);
@@ -193,6 +215,11 @@ void bwd_conv2d(const ntc_kargs *k, const float *grad_out, float *const *grad_in
         return;
     }
     const int group = ntc_conv_group_items(a, K, P);
-    for (int b = 0; b < k->batch; b += group)
-        bwd_group(k, grad_out, b, k->batch - b < group ? k->batch - b : group, dx, dw);
+    for (int b = 0; b < k->batch; b += group) {
+        const int n = k->batch - b < group ? k->batch - b : group;
+        if (ntc_conv_avx512())
+            bwd_group_avx512(k, grad_out, b, n, dx, dw);
+        else
+            bwd_group(k, grad_out, b, n, dx, dw);
+    }
 }

@@ -243,7 +243,10 @@ void fwd_conv2d(const ntc_kargs *k)
             conv_implicit_filters(k, 0, os->dims[1]);
         return;
     }
-    const int group = ntc_conv_group_items(a, K, OH * os->dims[3]);
+    /* Groups serve OpenBLAS (one long sgemm instead of many short ones);
+     * the AVX-512 kernel has no per-call packing to amortise, so there
+     * each item goes straight from its cols to its output. */
+    const int group = ntc_conv_avx512() ? 1 : ntc_conv_group_items(a, K, OH * os->dims[3]);
     if (group > 1 && !k->team && k->batch > 1) {
         for (int b = 0; b < k->batch; b += group)
             conv_group(k, b, k->batch - b < group ? k->batch - b : group);

@@ -133,7 +133,8 @@ typedef struct {
     int kh, kw;
     const int64_t *dr, *dq;      /* kh and kw source offsets */
 } ntc_implicit;
-/* Whether this CPU runs the AVX-512 kernels of conv_gemm.c and conv_wgrad.c. */
+/* Whether this CPU runs the AVX-512 kernels of conv_gemm.c and conv_wgrad.c
+ * (never with NTC_NO_AVX512 in the environment: the portable path). */
 bool ntc_conv_avx512(void);
 /* Whether ntc_conv_implicit runs here: stride 1, output rows as wide as
  * the input's (W == OW), a kernel of at most 64 taps and a CPU with AVX-512. */
