@@ -15,13 +15,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -32,6 +35,11 @@ typedef struct {
 
 void ntc_task_run(const float *const *params, const float *input, float *output, int64_t batch,
                   float *workspace) __attribute__((visibility("hidden")));
+/* One item on a team of nthreads threads calling it together (see
+ * compiler/codegen.h). */
+void ntc_task_run_team(const float *const *params, const float *input, float *output, float *workspace,
+                       float *own_workspace, int64_t tid, int64_t nthreads, int32_t *barrier)
+    __attribute__((visibility("hidden")));
 
 /* @META@ */
 
@@ -44,6 +52,12 @@ struct NTC_TASK(task) {
     int threads;
     void *ws_block;
     float *ws;              /* threads x (TASK_WS_FLOATS + 16) floats, 64-byte aligned */
+    int32_t barrier[16];    /* the team barrier's state (zeroed by calloc) */
+    /* Batches smaller than the thread count: seconds per item on the team
+     * and on one thread (0 until measured), calls, when and how often the
+     * slower is timed again (see choose_team). */
+    double team_s, solo_s;
+    unsigned long small_calls, next_probe, probe_gap;
 };
 
 static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -181,11 +195,97 @@ static void *run_slice(void *arg)
     return NULL;
 }
 
+/* ---- batches smaller than the thread count --------------------------------
+ * Each item runs on a team of all the threads, or on one thread, whichever
+ * the timings say is faster: the team meets at a barrier after every step,
+ * which costs nothing on an idle machine and a scheduling delay on one
+ * with more runnable threads than CPUs.  The same policy as ntc_jit_run
+ * (compiler/jit.c), repeated here because a task links no libntc. */
+
+typedef struct {
+    struct NTC_TASK(task) *t;
+    const float *input;
+    float *output;
+    int64_t batch;
+    int tid, n;
+    atomic_int *gate;       /* 0: wait, 1: every member started, -1: not all could */
+} member;
+
+static void *team_member(void *arg)
+{
+    member *m = arg;
+    int go;
+    while ((go = atomic_load(m->gate)) == 0)
+        sched_yield();
+    float *own = m->t->ws + (size_t)m->tid * (TASK_WS_FLOATS + 16);
+    for (int64_t i = 0; go > 0 && i < m->batch; i++)
+        ntc_task_run_team(m->t->params, m->input + i * TASK_IN_NUMEL, m->output + i * TASK_OUT_NUMEL, m->t->ws, own,
+                          m->tid, m->n, m->t->barrier);
+    return NULL;
+}
+
+/* Runs the batch on a team of n threads; -1 (nothing run) if not every
+ * thread could start. */
+static int run_team(struct NTC_TASK(task) *t, const float *input, int64_t batch, float *output, int n)
+{
+    atomic_int gate = 0;
+    member m[64];
+    pthread_t tid[64];
+    int started = 1;
+    for (int i = 0; i < n; i++)
+        m[i] = (member){t, input, output, batch, i, n, &gate};
+    while (started < n && pthread_create(&tid[started], NULL, team_member, &m[started]) == 0)
+        started++;
+    atomic_store(&gate, started == n ? 1 : -1);
+    if (started == n)
+        team_member(&m[0]);
+    for (int i = 1; i < started; i++)
+        pthread_join(tid[i], NULL);
+    return started == n ? 0 : -1;
+}
+
+enum { PROBE_GAP = 16, PROBE_GAP_MAX = 4096 };
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void run_small(struct NTC_TASK(task) *t, const float *input, int64_t batch, float *output)
+{
+    unsigned long k = t->small_calls++;
+    int probe = 0, team = t->team_s == 0;
+    if (t->team_s != 0 && t->solo_s != 0) {
+        team = t->team_s <= t->solo_s;
+        if (k >= t->next_probe)
+            probe = 1, team = !team;
+    }
+    double t0 = seconds();
+    if (!team || run_team(t, input, batch, output, t->threads > 64 ? 64 : t->threads)) {
+        team = 0;
+        ntc_task_run(t->params, input, output, batch, t->ws);
+    }
+    double per_item = (seconds() - t0) / (double)batch, *avg = team ? &t->team_s : &t->solo_s;
+    *avg = *avg == 0 || probe ? per_item : 0.75 * *avg + 0.25 * per_item;
+    if (probe || t->probe_gap == 0) {
+        /* back off while the probed mode stays slower */
+        int lost = team ? t->team_s > t->solo_s : t->solo_s >= t->team_s;
+        t->probe_gap = !lost ? PROBE_GAP : t->probe_gap * 2 > PROBE_GAP_MAX ? PROBE_GAP_MAX : t->probe_gap * 2;
+        t->next_probe = t->small_calls + t->probe_gap;
+    }
+}
+
 int NTC_TASK(run)(struct NTC_TASK(task) *t, const float *input, int64_t batch, float *output)
 {
     if (!t || batch < 0)
         return -1;
-    int n = batch < t->threads ? (int)(batch ? batch : 1) : t->threads;
+    if (batch > 0 && batch < t->threads) {
+        run_small(t, input, batch, output);
+        return 0;
+    }
+    int n = batch < t->threads ? 1 : t->threads;
     slice s[64];
     pthread_t tid[64];
     int started[64] = {0};

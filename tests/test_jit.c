@@ -843,6 +843,16 @@ static void check_task(loaded *l, ntc_graph *g, int batch)
     ck_assert_int_eq(l->run(l->task, x, batch, z), 0);
     double e = rel_error(z, y, on * batch);
     ck_assert_msg(e <= TOL, ".so vs JIT: relative error %g", e);
+    /* Single items: with several CPUs the task runs them on a team of
+     * threads or on one, timing both (the first calls try each). */
+    int64_t in = ntc_jit_input_numel(j);
+    for (int k = 0; k < 4; k++) {
+        int i = k % batch;
+        memset(z, 0xff, sizeof(float) * (size_t)on);   /* NaN: every output must be written */
+        ck_assert_int_eq(l->run(l->task, x + i * in, 1, z), 0);
+        e = rel_error(z, y + i * on, on);
+        ck_assert_msg(e <= TOL, ".so vs JIT, item %d alone, call %d: relative error %g", i, k, e);
+    }
     ntc_jit_free(j);
     free(x);
     free(y);
