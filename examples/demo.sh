@@ -3,19 +3,28 @@
 # ResNet-20 on Fashion-MNIST (the source task; cached), then for three
 # target tasks of increasing difficulty runs the paper's recipe:
 #
-#   teacher   fine-tune the whole backbone on the task (lr 0.1)
+#   teacher   fine-tune the whole backbone on the task (lr 0.1, batch 128)
 #   tailor    universal blocks frozen + proxies + alphas + new classifier
 #   tune      train proxies, alphas, classifier: CE + 10 L_teacher + 0.3 E[C]
-#             (lr 0.03, alphas lr 0.5: lr 0.1 diverged on fashion-hard)
-#   prune     drop low-alpha blocks, propagate dead layers
-#   retrain   CE + 10 L_teacher, no complexity term (lr 0.03)
-#
-# The learning rates are higher than the reference code's (teacher 0.01)
-# because the schedules here are a few epochs, not the paper's dozens;
-# with lr 0.01 a 5-epoch teacher stays far from convergence.
+#             (lr 0.1 as the reference, 0.03 for fashion-hard, see the
+#             task table; alphas lr 0.5, batch 32)
+#   prune     drop every universal block whose alpha fell to 0.5 or less (its
+#             proxies carry at least half of the layer: the tuning, not a
+#             fixed count, decides how many go) and proxies <= 0.075;
+#             propagate dead layers
+#   retrain   CE + 1 L_teacher, no complexity term (the tuning's lr, batch 32)
 #   compile   the tailored network as a native shared object
 #
-# and writes demo-out/RESULTS.md (a table), an SVG of each tailored network
+# Why these settings: the target tasks are small (1,347 digits), so the
+# number of SGD steps, not images, limits the students; batch 32 gives 4x
+# the steps of batch 128 for the same time.  The teacher learns at lr 0.1
+# (the reference uses 0.01 over dozens of epochs; with lr 0.01 a short
+# teacher stays far from converged), so its features move far from the
+# frozen universal ones: a retrain weighted 10 L_teacher then pulls the
+# pruned student towards features it cannot reach (digits: 96.0% with
+# lambda 10 against 98.0% with 1 and 98.4% with 0, teacher 98.9%).
+#
+# The demo writes demo-out/RESULTS.md (a table), an SVG of each tailored network
 # and each task's .so (all sharing one universal weights file).
 #
 #   examples/demo.sh            the default run: about 11 minutes for the three tasks
@@ -50,7 +59,7 @@ log() { printf '\n== %s\n' "$*"; }
 depth=20 src_limit=0
 case $mode in
   full)    src_epochs=12; teacher_img=150000; tune_img=150000; retrain_img=100000 ;;
-  default) src_epochs=2;  teacher_img=12000;  tune_img=15000;  retrain_img=6000 ;;
+  default) src_epochs=2;  teacher_img=12000;  tune_img=15000;  retrain_img=12000 ;;
   smoke)   src_epochs=1;  teacher_img=512;    tune_img=512;    retrain_img=256
            depth=8 src_limit=2048 out=${NTC_DEMO_OUT:-demo-smoke} ;;
 esac
@@ -73,11 +82,17 @@ fi
 src_acc=$("$ntc" eval "$backbone" --data fashion-mnist --split test | sed -n 's/^accuracy \([0-9.]*\)%.*/\1/p')
 
 # ---- the target tasks --------------------------------------------------------------
-# name  --data  classes  training images  universal blocks to prune
+# name  --data  classes  training images  learning rate of tuning and retraining
+#
+# fashion-hard tunes at lr 0.03: its logits-distillation term is unstable at
+# 0.1.  MSE(z, z_teacher) has curvature (2 lambda_t / K) * |f|^2 in the head's
+# weights (f: the pooled features); with K = 4 classes and features of the
+# source domain, which are large, lr 0.1 with momentum oscillates (measured:
+# loss 144 after 100 steps, chance accuracy).
 tasks=(
-  "digits       digits        10  1347  4"
-  "glyphs       glyphs        26  5200  4"
-  "fashion-hard fashion-hard  4   24000 4"
+  "digits       digits        10  1347  0.1"
+  "glyphs       glyphs        26  5200  0.1"
+  "fashion-hard fashion-hard  4   24000 0.03"
 )
 
 epochs_for() { # images-to-see train-size -> epochs (at least 1)
@@ -92,8 +107,7 @@ limit_for() { # images-to-see train-size -> examples per epoch
 
 rows=()
 for t in "${tasks[@]}"; do
-  read -r name data classes n_train n_universal <<<"$t"
-  [ "$mode" = smoke ] && n_universal=1   # ResNet-8 has only 3 layers
+  read -r name data classes n_train lr <<<"$t"
   d=$out/$name
   mkdir -p "$d"
   stage() { # stage-name images -> "--epochs E --limit L"
@@ -110,13 +124,13 @@ for t in "${tasks[@]}"; do
   "$ntc" tailor "$backbone" --max-skip 3 --classes "$classes" -o "$d/student.xml"
   # shellcheck disable=SC2046
   "$ntc" train "$d/student.xml" --teacher "$d/teacher.xml" --data "$data" $(stage tune "$tune_img") \
-    --lr 0.03 --alpha-lr 0.5 --lambda-teacher 10 --lambda-complexity 0.3 -o "$d/tuned.xml"
+    --batch 32 --lr "$lr" --alpha-lr 0.5 --lambda-teacher 10 --lambda-complexity 0.3 -o "$d/tuned.xml"
 
-  log "$name: prune ($n_universal universal blocks, proxies with alpha <= 0.075), retrain"
-  "$ntc" prune "$d/tuned.xml" --universal "$n_universal" --proxy-threshold 0.075 -o "$d/pruned.xml"
+  log "$name: prune (universal blocks with alpha <= 0.5, proxies <= 0.075), retrain (lambda_teacher 1)"
+  "$ntc" prune "$d/tuned.xml" --universal-threshold 0.5 --proxy-threshold 0.075 -o "$d/pruned.xml"
   # shellcheck disable=SC2046
   "$ntc" train "$d/pruned.xml" --teacher "$d/teacher.xml" --data "$data" $(stage retrain "$retrain_img") \
-    --lr 0.03 --lambda-teacher 10 --lambda-complexity 0 -o "$d/final.xml"
+    --batch 32 --lr "$lr" --lambda-teacher 1 --lambda-complexity 0 -o "$d/final.xml"
 
   log "$name: results"
   teacher_acc=$("$ntc" eval "$d/teacher.xml" --data "$data" | sed -n 's/^accuracy \([0-9.]*\)%.*/\1/p')
