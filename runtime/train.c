@@ -394,8 +394,7 @@ static int write_checkpoint(run *r, ntc_err *err)
     }
     /* A directory of this name left by a run killed while writing it is
      * not published (only `checkpoint` publishes): it is rewritten. */
-    bool made = mkdir(cdir, 0777) == 0;
-    if (!made && errno != EEXIST) {
+    if (mkdir(cdir, 0777) && errno != EEXIST) {
         ntc_error(err, cdir, 0, "cannot create the checkpoint directory: %s", strerror(errno));
         checkpoint_failed(r, name, err);
         goto done;
@@ -408,7 +407,11 @@ static int write_checkpoint(run *r, ntc_err *err)
     if (ntc_graph_write_xml(r->g, xml, wts, err) || save_momentum(r, mom, err) ||
         ntc_write_file_atomic(lg, r->log ? r->log : "", r->log_len, err) || write_state(r, st, err) ||
         ntc_write_file_atomic(ptr, line, (size_t)n, err)) {
-        if (made)
+        /* Unless it is what `checkpoint` names (a fresh run started in an
+         * old run's directory may reach the same step name), the partial
+         * directory goes. */
+        char published[256];
+        if (!current_checkpoint(dir, published, sizeof published) || strcmp(published, name))
             remove_dir(cdir);
         checkpoint_failed(r, name, err);
         goto done;
