@@ -62,9 +62,9 @@ bool ntc_bwd_overwrites(ntc_op op);
 /* grad_in[j] of a backward call is fresh (see ntc_kargs.gin_fresh). */
 static inline bool ntc_gin_fresh(const ntc_kargs *k, int j) { return k->gin_fresh && k->gin_fresh[j]; }
 /* Scratch floats one call needs, independent of the batch size (kernels
- * that need per-item scratch process items one at a time, or in groups
- * of a size fixed by the node and one item's shapes, as conv2d does).  Shapes as in
- * ntc_kargs with dims[0] == 1. */
+ * that need per-item scratch process items one at a time, or in groups of
+ * a size fixed by the node and one item's shapes, as conv2d does).
+ * Shapes as in ntc_kargs with dims[0] == 1. */
 typedef int64_t (*ntc_work_fn)(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 
 typedef struct {
@@ -103,22 +103,24 @@ bool ntc_conv_pointwise(const ntc_attrs *a);
 /* Output columns ow whose input column ow*sw + off lies inside [0, W):
  * [*lo, *hi), clipped to [0, OW). */
 void ntc_conv_inside_cols(int64_t off, int sw, int64_t W, int64_t OW, int64_t *lo, int64_t *hi);
-/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] (output width OW) into the matching
- * columns [oh0*OW, oh1*OW) of cols[C*kh*kw, ld] (zeros for padding);
- * ld >= OH*OW leaves room for other items' columns beside this one's. */
+/* Unfolds output rows [oh0, oh1) of one item x[C, H, W] (output width OW)
+ * into the matching columns [oh0*OW, oh1*OW) of cols[C*kh*kw, ld] (zeros
+ * for padding); ld > OH*OW leaves room for other items' columns beside
+ * this one's. */
 void ntc_im2col(const ntc_attrs *a, const float *x, int64_t C, int64_t H, int64_t W,
                 int64_t OW, int64_t oh0, int64_t oh1, int64_t ld, float *cols);
 /* Items whose im2col matrices go through one GEMM side by side (1 for a
  * pointwise convolution, which has none): as many as keep the group's
  * cols[K, items*P] within NTC_CONV_GROUP_FLOATS, about a core's L2 cache,
- * at least 1.  The forward and backward kernels and work_conv2d agree on it. */
+ * at least 1.  work_conv2d sizes the workspace for it; the OpenBLAS
+ * forward and both backwards use it (the AVX-512 forward needs no groups). */
 #define NTC_CONV_GROUP_FLOATS (256 * 1024)
 int ntc_conv_group_items(const ntc_attrs *a, int64_t K, int64_t P);
 
 /* C[M, N] = A[M, Kd] * B[Kd, N], C overwritten; A(m, k) is a[m*ars + k*acs]
  * (one of ars, acs is 1: A or a transposed row-major matrix), B and C are
  * row-major with leading dimensions ldb, ldc.  Each column of C is computed
- * the same whatever the others are (conv_gemm.c). */
+ * the same whatever the others are (conv_gemm.c: AVX-512 or OpenBLAS). */
 void ntc_conv_gemm(int64_t M, int64_t N, int64_t Kd, const float *a, int64_t ars, int64_t acs,
                    const float *b, int64_t ldb, float *c, int64_t ldc);
 
@@ -148,9 +150,10 @@ void ntc_conv_implicit(const ntc_implicit *im, const float *a, int items, const 
  * mask[t*nvec + v] for pixel p0 + 16v + l and tap t = i*kw + j. */
 void ntc_conv_tap_masks(const ntc_implicit *im, int64_t p0, int64_t n, int nvec, uint16_t *mask);
 /* dw[M, n_src*kh*kw] += sum over `items` items and their pixels p of
- * g[m, p] * B[(s, i, j), p] (B as for ntc_conv_implicit, forward offsets),
+ * g[m, p] * B[(s, i, j), p] (B as for ntc_conv_implicit, forward offsets;
+ * an explicit cols[K, P] is K planes of one row of P pixels, one tap),
  * item b's g at g + b*g_item and source at src + b*src_item (conv_wgrad.c;
- * only where ntc_conv_implicit_ok). */
+ * only where ntc_conv_avx512). */
 void ntc_conv_wgrad(const ntc_implicit *im, int items, const float *g, int64_t g_item,
                     const float *src, int64_t src_item, float *dw);
 
