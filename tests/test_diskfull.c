@@ -259,14 +259,21 @@ START_TEST(checkpoint_fails_midrun_last_one_kept)
     assert_no_leftover(d);
 
     /* Resumed on the still-full disk, it fails the same way, and the last
-     * good checkpoint comes out of both failures byte for byte. */
-    char ckpt[4096];
+     * good checkpoint comes out of both failures byte for byte.  This time
+     * a run killed while writing checkpoint k has left part of it: that
+     * goes too. */
+    char ckpt[4096], partial[8192];
     snprintf(ckpt, sizeof ckpt, "%s/lim.run/%s", d, kept);
     size_t before_len, after_len;
     char *before = snapshot_checkpoint(ckpt, &before_len);
+    snprintf(p, sizeof p, "%s/lim.run/%s", d, lost);
+    ck_assert_int_eq(mkdir(p, 0777), 0);
+    snprintf(partial, sizeof partial, "%s/model.xml", p);
+    put(partial, "<graph ir-version=\"1\" name=\"cut");
     rc = run_ntc(&out, limit, false, "train %s/b.xml " TRAIN_OPTS " --resume %s/lim.run -o %s/lim.xml", d, d, d);
     ck_assert_msg(rc == 1 && strstr(out, "File too large") && strstr(out, kept), "exit %d: %s", rc, out);
     free(out);
+    ck_assert_msg(!exists(p), "the partial checkpoint %s was left", p);
     char *after = snapshot_checkpoint(ckpt, &after_len);
     ck_assert_msg(before_len == after_len && !memcmp(before, after, before_len), "%s changed", ckpt);
     free(before);
