@@ -318,10 +318,6 @@ int cmd_train(int argc, char **argv)
     ntc_graph *g = NULL, *teacher = NULL;
     ntc_err err = {0};
     rc = 1;
-    /* A write past the file size limit (ulimit -f) then fails with EFBIG
-     * and is reported like a full disk, instead of the kernel killing the
-     * process with SIGXFSZ halfway through a checkpoint. */
-    signal(SIGXFSZ, SIG_IGN);
     if (c.resume) {
         if (!(g = ntc_train_checkpoint_graph(c.resume, &err))) {
             drv_fail(&err);

@@ -5,6 +5,7 @@
 #include "ntc/pass.h"
 
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,11 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* A write past the file size limit (ulimit -f) then fails with EFBIG
+     * and is reported like a full disk (the atomic writers remove their
+     * temp file), instead of the kernel killing the process with SIGXFSZ
+     * halfway through a write and leaving PATH.tmp.PID behind. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
