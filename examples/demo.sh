@@ -59,7 +59,7 @@ log() { printf '\n== %s\n' "$*"; }
 depth=20 src_limit=0
 case $mode in
   full)    src_epochs=12; teacher_img=150000; tune_img=150000; retrain_img=100000 ;;
-  default) src_epochs=2;  teacher_img=12000;  tune_img=15000;  retrain_img=12000 ;;
+  default) src_epochs=2;  teacher_img=12000;  tune_img=15000;  retrain_img=20000 ;;
   smoke)   src_epochs=1;  teacher_img=512;    tune_img=512;    retrain_img=256
            depth=8 src_limit=2048 out=${NTC_DEMO_OUT:-demo-smoke} ;;
 esac
