@@ -430,6 +430,8 @@ START_TEST(conv_gradients)
         {1, 2, 12, 11, 3, 3, 2, 3, 2, {1, 0, 0, 2}, 2, 3, 0}, /* everything at once */
         {1, 3, 4, 4, 2, 3, 3, 4, 4, {3, 3, 3, 3}, 1, 1, 1},   /* windows mostly padding */
         {3, 1, 5, 5, 2, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 1},   /* kernel = image */
+        {2, 3, 7, 6, 5, 3, 3, 1, 1, {0, 1, 1, 1}, 1, 1, 1},   /* stride 1, output shorter than input */
+        {2, 16, 6, 6, 16, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 0}, /* full vector blocks of filters */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const conv_case *t = &cases[i];

@@ -198,6 +198,8 @@ START_TEST(conv_vs_naive)
         {2, 1, 5, 5, 2, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 1},   /* kernel = image */
         {1, 3, 4, 4, 2, 3, 3, 4, 4, {3, 3, 3, 3}, 1, 1, 1},   /* windows mostly padding */
         {2, 1, 28, 28, 16, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 0},/* the stem of the backbone */
+        {3, 16, 14, 14, 16, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 1},/* full vector blocks, stage 2 */
+        {2, 3, 7, 6, 5, 3, 3, 1, 1, {0, 1, 1, 1}, 1, 1, 1},   /* stride 1, output shorter than input */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const conv_case *t = &cases[i];
