@@ -1,5 +1,6 @@
 /* Errors, the allocation hook, arenas and atomic file writes. */
 #include "ntc/util.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -182,10 +183,9 @@ static void sync_parent_dir(const char *path)
     }
 }
 
-int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_err *err)
+int ntc_file_stage(const char *path, const void *data, size_t len, char *tmp, ntc_err *err)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+    if (snprintf(tmp, 4096, "%s.tmp.%ld", path, (long)getpid()) >= 4096)
         return ntc_error(err, path, 0, "path too long");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -215,13 +215,31 @@ int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_er
         return ntc_error(err, path, 0, "write failed: %s (%s)", strerror(e),
                          access(path, F_OK) == 0 ? "the file is unchanged" : "no file written");
     }
+    return 0;
+}
+
+int ntc_file_commit(const char *tmp, const char *path, ntc_err *err)
+{
     if (rename(tmp, path) != 0) {
-        e = errno;
+        int e = errno;
         unlink(tmp);
         return ntc_error(err, path, 0, "cannot rename into place: %s", strerror(e));
     }
     sync_parent_dir(path);
     return 0;
+}
+
+void ntc_file_abandon(const char *tmp)
+{
+    unlink(tmp);
+}
+
+int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_err *err)
+{
+    char tmp[4096];
+    if (ntc_file_stage(path, data, len, tmp, err))
+        return -1;
+    return ntc_file_commit(tmp, path, err);
 }
 
 char *ntc_read_file(const char *path, size_t *len, ntc_err *err)

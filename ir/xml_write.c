@@ -12,6 +12,7 @@
  * Order in the file carries no meaning (the schedule is topological), so
  * gathering a block's nodes loses nothing. */
 #include "ntc/ir.h"
+#include "internal.h"
 #include "xml_internal.h"
 
 #include <limits.h>
@@ -373,9 +374,11 @@ static char *relative_to(const char *from, const char *target)
 
 int ntc_graph_write_xml(ntc_graph *g, const char *path, const char *weights_path, ntc_err *err)
 {
+    /* The XML is staged (written and synced beside path) before the weights
+     * replace theirs, and renamed into place after them: a full disk while
+     * writing either file leaves the old pair as it was, never new weights
+     * next to the old XML. */
     if (weights_path) {
-        if (ntc_weights_save(g, weights_path, err))
-            return -1;
         char *rel = relative_to(path, weights_path);
         char *name = rel ? ntc_graph_strdup(g, rel) : NULL;
         ntc_free(rel);
@@ -390,7 +393,14 @@ int ntc_graph_write_xml(ntc_graph *g, const char *path, const char *weights_path
             snprintf(err->file, sizeof err->file, "%s", path);
         return -1;
     }
-    int rc = ntc_write_file_atomic(path, text, len, err);
+    char tmp[4096];
+    int rc = ntc_file_stage(path, text, len, tmp, err);
     ntc_free(text);
-    return rc;
+    if (rc)
+        return -1;
+    if (weights_path && ntc_weights_save(g, weights_path, err)) {
+        ntc_file_abandon(tmp);
+        return -1;
+    }
+    return ntc_file_commit(tmp, path, err);
 }

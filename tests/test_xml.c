@@ -338,6 +338,20 @@ START_TEST(writer_rejects_unwritable_names)
         ck_assert_int_eq(ntc_graph_write_xml(g, path, NULL, &err), -1);
         ck_assert_ptr_nonnull(strstr(err.msg, "cannot write node name"));
         ck_assert_int_ne(access(path, F_OK), 0);   /* nothing half-written */
+        /* With a weights file: the XML fails before the weights are
+         * replaced, so an earlier pair on disk stays a matching pair. */
+        char wpath[600];
+        snprintf(wpath, sizeof wpath, "%s/bad.safetensors", dir);
+        FILE *f = fopen(wpath, "wb");
+        ck_assert_ptr_nonnull(f);
+        fputs("earlier weights", f);
+        fclose(f);
+        ck_assert_int_eq(ntc_graph_write_xml(g, path, wpath, &err), -1);
+        size_t len;
+        char *kept = ntc_read_file(wpath, &len, NULL);
+        ck_assert_str_eq(kept, "earlier weights");
+        ntc_free(kept);
+        ck_assert_int_ne(access(path, F_OK), 0);
         ntc_graph_free(g);
     }
 }
