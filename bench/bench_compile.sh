@@ -24,10 +24,11 @@
 # one).  GFLOP/s = 2 x MACs (ntc stats --json) / time, against two peaks:
 # the nominal FP32 peak of this CPU for 2 cores, 480 GFLOP/s (2 AVX-512 FMA
 # units x 16 lanes x 2 flops x 3.75 GHz x 2 cores), and the peak measured
-# in this run by independent AVX-512 FMA chains on every CPU (best of 5
-# runs, under the same load as everything else; on this machine it shows
-# the clock AVX-512 code really gets, about 3.1 GHz: some 395 GFLOP/s when
-# the machine is quiet).  A benchmark, not a test.
+# in this run by independent AVX-512 FMA chains on every CPU (a 0.3 s run
+# before each network and shape round, best of all: measured under the same load as the
+# best-of timings; on this machine it shows the clock AVX-512 code really
+# gets, about 3.1 GHz, some 395 GFLOP/s when the machine is quiet).  A
+# benchmark, not a test.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 ntc=$(realpath "${1:-$here/../build/ntc}")   # absolute: the script works in a temporary directory
@@ -110,12 +111,12 @@ int main(void)
 }
 EOF
 cc -O2 -march=native -pthread peak.c -o peak
-mpeak=$(for i in 1 2 3 4 5; do ./peak; done | sort -g | tail -1)
+./peak >>peaks.txt
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; $rounds rounds x $repeats repeats of 64 images"
-echo "FP32 peak: nominal $peak GFLOP/s, measured now $mpeak GFLOP/s (FMA chains on all CPUs, best of 5)"
 for ((r = 1; r <= rounds; r++)); do
     for n in $nets; do
+        ./peak >>peaks.txt
         for b in 1 64; do
             "$ntc" run $n.xml --input x.npy -o y_interp.npy --batch $b --repeat "$repeats" --time 2>>$n.$b.interp
             "$ntc" run $n.xml --jit --input x.npy -o y_jit.npy --batch $b --repeat "$repeats" --time 2>>$n.$b.jit
@@ -133,6 +134,8 @@ EOF
     done
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)  (outputs of JIT and torch agree with the interpreter to 1e-4)"
+mpeak=$(sort -g peaks.txt | tail -1)
+echo "FP32 peak: nominal $peak GFLOP/s; measured $mpeak GFLOP/s (FMA chains on all CPUs, best of $(wc -l <peaks.txt) runs)"
 
 best() { sed -n "s/^$2.* items in \([0-9.]*\) ms.*/\1/p" "$1" | sort -g | head -1; }
 echo
@@ -191,14 +194,17 @@ for n in root.iter("node"):
     c, h, w = f, ho, wo
 EOF
 for ((r = 1; r <= rounds; r++)); do
+    ./peak >>peaks.txt
     while read -r key m; do
         "$ntc" run $key.xml --jit --input $key.npy -o y.npy --batch 64 --repeat "$repeats" --time 2>>$key.jit </dev/null
         "$py" "$here/torch_compile_peer.py" $key.xml $key.npy --batch 64 --threads 2 --repeat "$repeats" \
             2>>$key.torch </dev/null
     done <shapes.txt
 done
+mpeak=$(sort -g peaks.txt | tail -1)
 echo
-echo "each 3x3 convolution shape alone, batch 64, best of $rounds x $repeats (GFLOP/s, % of the nominal and the measured peak):"
+echo "each 3x3 convolution shape alone, batch 64, best of $rounds x $repeats (GFLOP/s, % of the nominal and the measured peak,"
+echo "now $mpeak GFLOP/s):"
 printf "  %-16s %9s %25s %25s\n" "C x H x W - F - s" "MMAC/img" "ntc-jit" "torch-frozen"
 while read -r key m; do
     awk -v k=$key -v m=$m -v j=$(best $key.jit "ntc run") -v f=$(best $key.torch torch-frozen) -v peak=$peak \
