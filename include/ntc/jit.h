@@ -16,10 +16,15 @@
  * convolutions over a zero-padded, stride-phase-split copy of their input.
  * Parameters are not baked into the code: the generated entry reads them
  * from a pointer table, so compiled tasks can share one mapped copy of the
- * universal weights.  Batch items are spread over all online CPUs.
+ * universal weights.  Batch items are spread over the threads (one per
+ * online CPU); a batch smaller than the thread count runs either item by
+ * item on the whole team (each convolution splits its tiles, a barrier
+ * between steps) or on one thread, whichever the JIT's own timings of the
+ * two found faster (re-checked now and then).
  *
  * Environment: NTC_JIT_VECTOR_WIDTH=4|8 generates code for narrower
- * vectors than the host has (tests use it to cover AVX2/SSE code shapes).
+ * vectors than the host has (tests use it to cover AVX2/SSE code shapes);
+ * NTC_JIT_THREADS=N sets the thread count (default: one per online CPU).
  *
  * Semantics are the interpreter's (ntc/runtime.h), which follows ONNX op
  * by op; batchnorm uses running statistics, mix uses softmax(alpha).  The
