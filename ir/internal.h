@@ -28,4 +28,8 @@ int ntc_file_stage(const char *path, const void *data, size_t len, char *tmp, nt
 int ntc_file_commit(const char *tmp, const char *path, ntc_err *err);
 void ntc_file_abandon(const char *tmp);
 
+/* The directory part of path into out (size n): "." for a bare name, "/"
+ * for a file in the root.  -1 if it does not fit. */
+int ntc_path_dir(const char *path, char *out, size_t n);
+
 #endif

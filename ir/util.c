@@ -164,17 +164,24 @@ void ntc_arena_free(ntc_arena *a)
  * trainer, the previous checkpoint) is already gone.  Best effort: the new
  * file is in place either way, and some file systems refuse fsync on a
  * directory. */
-static void sync_parent_dir(const char *path)
+int ntc_path_dir(const char *path, char *out, size_t n)
 {
     const char *slash = strrchr(path, '/');
-    char dir[4096];
     if (!slash)
-        snprintf(dir, sizeof dir, ".");
+        snprintf(out, n, ".");
     else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else if ((size_t)(slash - path) < sizeof dir)
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+        snprintf(out, n, "/");
+    else if ((size_t)(slash - path) < n)
+        snprintf(out, n, "%.*s", (int)(slash - path), path);
     else
+        return -1;
+    return 0;
+}
+
+static void sync_parent_dir(const char *path)
+{
+    char dir[4096];
+    if (ntc_path_dir(path, dir, sizeof dir))
         return;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {

@@ -321,14 +321,7 @@ char *ntc_graph_to_xml(const ntc_graph *g, size_t *len)
 static int resolved_dir(const char *path, char out[PATH_MAX])
 {
     char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else if ((size_t)(slash - path) < sizeof dir)
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    else
+    if (ntc_path_dir(path, dir, sizeof dir))
         return -1;
     return realpath(dir, out) ? 0 : -1;
 }
