@@ -454,19 +454,30 @@ START_TEST(conv_narrow_vectors)
 }
 END_TEST
 
+/* A convolution of a 28x28 ResNet, cfg = {C, F, H = W, kernel, stride},
+ * padding kernel / 2, bias on odd t; with batchnorm + relu after it when
+ * bn_relu.  Parameters filled from seed t. */
+static ntc_graph *resnet_conv(const int cfg[5], size_t t, bool bn_relu)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "N,%d,%d,%d", cfg[0], cfg[2], cfg[2]);
+    int x;
+    ntc_graph *g = input_graph(shape, &x);
+    int y = out_of(g, conv(g, "conv", x, cfg[1], cfg[3], cfg[4], cfg[3] / 2, t % 2));
+    if (bn_relu)
+        y = out_of(g, node1(g, NTC_OP_relu, "r", out_of(g, batchnorm(g, "bn", y))));
+    ntc_graph_add_output(g, "y", y);
+    fill_params(g, (unsigned)t);
+    return g;
+}
+
 /* The shapes of a 28x28 ResNet: 3x3 stride 1 and 2, 1x1 shortcuts. */
 START_TEST(conv_resnet_shapes)
 {
     static const int cfg[][5] = {{1, 16, 28, 3, 1}, {16, 16, 28, 3, 1}, {16, 32, 28, 3, 2}, {16, 32, 28, 1, 2},
                                  {32, 32, 14, 3, 1}, {32, 64, 14, 3, 2}, {64, 64, 7, 3, 1}, {64, 64, 7, 1, 1}};
     for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
-        char shape[64];
-        snprintf(shape, sizeof shape, "N,%d,%d,%d", cfg[t][0], cfg[t][2], cfg[t][2]);
-        int x;
-        ntc_graph *g = input_graph(shape, &x);
-        int c = conv(g, "conv", x, cfg[t][1], cfg[t][3], cfg[t][4], cfg[t][3] / 2, t % 2);
-        ntc_graph_add_output(g, "y", out_of(g, c));
-        fill_params(g, (unsigned)t);
+        ntc_graph *g = resnet_conv(cfg[t], t, false);
         check_graph(g, 3, "resnet conv");
         ntc_graph_free(g);
     }
@@ -484,14 +495,7 @@ START_TEST(team_split)
     static const int cfg[][5] = {{1, 16, 28, 3, 1}, {16, 16, 28, 3, 1}, {16, 32, 28, 3, 2},
                                  {32, 32, 14, 3, 1}, {64, 64, 7, 3, 1}, {64, 64, 7, 1, 1}};
     for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
-        char shape[64];
-        snprintf(shape, sizeof shape, "N,%d,%d,%d", cfg[t][0], cfg[t][2], cfg[t][2]);
-        int x;
-        ntc_graph *g = input_graph(shape, &x);
-        int c = conv(g, "conv", x, cfg[t][1], cfg[t][3], cfg[t][4], cfg[t][3] / 2, t % 2);
-        int r = node1(g, NTC_OP_relu, "r", out_of(g, batchnorm(g, "bn", out_of(g, c))));
-        ntc_graph_add_output(g, "y", out_of(g, r));
-        fill_params(g, (unsigned)t);
+        ntc_graph *g = resnet_conv(cfg[t], t, true);
         check_calls(g, 1 + (int)t % 2, 3, "team conv");
         ntc_graph_free(g);
     }
