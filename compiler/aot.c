@@ -346,6 +346,7 @@ int ntc_aot_compile(ntc_graph *g, const char *so_path, const ntc_aot_opts *o, nt
     size_t src_len = 0, hdr_len = 0;
     int rc = -1;
     bool existed = false, grew = false;
+    char task_tmp[4096], header_tmp[4096];
     if (!prefix || !header || !task_path || !uni_path || !refs) {
         ntc_error(err, NULL, 0, "out of memory");
         goto out;
@@ -376,12 +377,24 @@ int ntc_aot_compile(ntc_graph *g, const char *so_path, const ntc_aot_opts *o, nt
         goto out;
     }
     const char *cc = o->cc ? o->cc : getenv("CC") ? getenv("CC") : "cc";
-    if (ntc_write_file_atomic(task_path, task.bytes, task.len, err) ||
-        ntc_write_file_atomic(header, hdr, hdr_len, err))
+    /* The task's weights and header are staged, and renamed into place only
+     * once the .so is linked: a link that fails (no room, no compiler)
+     * leaves an earlier task's three files as they were, a matching set. */
+    if (ntc_file_stage(task_path, task.bytes, task.len, task_tmp, err))
         goto out;
+    if (ntc_file_stage(header, hdr, hdr_len, header_tmp, err)) {
+        ntc_file_abandon(task_tmp);
+        goto out;
+    }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (build_so(so_path, cc, o->keep_temps, &r, src, src_len, err))
+    if (build_so(so_path, cc, o->keep_temps, &r, src, src_len, err) ||
+        ntc_file_commit(task_tmp, task_path, err)) {
+        ntc_file_abandon(task_tmp);
+        ntc_file_abandon(header_tmp);
+        goto out;
+    }
+    if (ntc_file_commit(header_tmp, header, err))
         goto out;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (o->times)

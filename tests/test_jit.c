@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOL 1e-4
 
@@ -963,6 +964,20 @@ START_TEST(aot_errors)
     snprintf(path, sizeof path, "%s/nolink.so", dir);
     ck_assert_int_eq(ntc_aot_compile(a, path, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, "false -shared") && strstr(err.msg, "nolink"), "%s", err.msg);
+    char f[600];
+    snprintf(f, sizeof f, "%s/nolink.weights", dir);
+    ck_assert_int_ne(access(f, F_OK), 0);   /* a failed link writes nothing of the task */
+    snprintf(f, sizeof f, "%s/nolink.h", dir);
+    ck_assert_int_ne(access(f, F_OK), 0);
+    /* Another task compiled over task_a fails to link: task_a's .so, .h and
+     * weights stay a matching set and still compute task_a. */
+    ntc_graph *b = block_net(false, 7);
+    snprintf(path, sizeof path, "%s/task_a.so", dir);
+    ck_assert_int_eq(ntc_aot_compile(b, path, &o, &err), -1);
+    l = load_task(dir, "task_a", NULL);
+    check_task(&l, a, 2);
+    unload(&l);
+    ntc_graph_free(b);
     ntc_graph_free(a);
     ntc_graph_free(other);
 }

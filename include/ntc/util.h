@@ -50,6 +50,15 @@ void ntc_arena_free(ntc_arena *a);
 /* Writes len bytes to path through "path.tmp.PID" + fsync + rename, so a
  * reader sees the old file or the new one, never half of one. */
 int ntc_write_file_atomic(const char *path, const void *data, size_t len, ntc_err *err);
+/* ntc_write_file_atomic in two steps, for files that must change together
+ * (a graph and its weights, a task .so and its weights): stage writes and fsyncs
+ * "path.tmp.PID" (named in tmp, 4096 bytes) and leaves path alone; commit
+ * renames it into place; abandon removes it.  Both report like
+ * ntc_write_file_atomic. */
+
+int ntc_file_stage(const char *path, const void *data, size_t len, char *tmp, ntc_err *err);
+int ntc_file_commit(const char *tmp, const char *path, ntc_err *err);
+void ntc_file_abandon(const char *tmp);
 /* Reads a whole file into a malloc'ed buffer (NUL-terminated). */
 char *ntc_read_file(const char *path, size_t *len, ntc_err *err);
 /* dir of path joined with name ("a/b.xml", "w.st" -> "a/w.st"); malloc'ed. */
