@@ -27,10 +27,9 @@
 # The demo writes demo-out/RESULTS.md (a table), an SVG of each tailored network
 # and each task's .so (all sharing one universal weights file).
 #
-#   examples/demo.sh            the default run: 12 minutes for the three tasks with
-#                               the build (measured, 2 cores), plus the backbone's
-#                               pre-training on the first run (2 epochs, 120,000
-#                               images at about 550 images/s; then cached)
+#   examples/demo.sh            the default run: 11 minutes on 2 cores from a clean
+#                               clone, with the build and the backbone's pre-training
+#                               (2 epochs, 3.5 min; cached for the next run)
 #   examples/demo.sh --full     longer schedules, closer to the paper's
 #   examples/demo.sh --smoke    a ResNet-8 and a few hundred images per stage:
 #                               checks the whole pipeline in a minute or two
