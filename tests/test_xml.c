@@ -574,6 +574,7 @@ START_TEST(docs_match_the_ops_table)
 {
     char *doc = slurp(tu_src("docs/ir.md"));
     char *want = ops_reference();
+    ck_assert_ptr_nonnull(want);
     if (!strstr(doc, want))
         fprintf(stderr, "docs/ir.md must contain this op reference, generated from ir/ops.c:\n%s", want);
     ck_assert_msg(strstr(doc, want) != NULL, "docs/ir.md disagrees with the ops table (expected text on stderr)");
