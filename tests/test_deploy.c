@@ -21,17 +21,6 @@
 #define TOL 1e-4
 #define FASHION "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
-static double rel_error(const float *got, const float *want, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        num = d > num || isnan(d) ? d : num;
-        den = fmax(den, fabs((double)want[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 static int64_t argmax(const float *z, int64_t k)
 {
     int64_t best = 0;
@@ -127,7 +116,7 @@ START_TEST(run_jit)
     ck_assert_int_eq(got.shape.rank, 2);
     ck_assert_int_eq(got.shape.dims[0], 23);
     ck_assert_int_eq(got.shape.dims[1], 6);
-    double e = rel_error(got.data, want.data, 23 * 6), ec = rel_error(chunked.data, want.data, 23 * 6);
+    double e = tu_rel_error(got.data, want.data, 23 * 6), ec = tu_rel_error(chunked.data, want.data, 23 * 6);
     ck_assert_msg(e <= TOL && ec <= TOL, "run --jit vs interpreter: relative error %g (batch 23), %g (chunks of 7)",
                   e, ec);
     /* the outputs are not degenerate: the items do not all get one class */
@@ -201,7 +190,7 @@ START_TEST(eval_jit)
     ntc_jit *j = ntc_jit_compile(g, &err);
     ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
     ck_assert_msg(ntc_jit_run(j, x, N, zj, &err) == 0, "%s", ntc_err_str(&err));
-    double e = rel_error(zj, zi, N * K);
+    double e = tu_rel_error(zj, zi, N * K);
     ck_assert_msg(e <= TOL, "eval logits, JIT vs interpreter: relative error %g", e);
     int hits = 0, classes_seen = 0;
     bool seen[K] = {false};

@@ -23,19 +23,6 @@
 /* Uniform in [0, 1) (tu_randf is uniform in [-1, 1)). */
 static float unit(unsigned *seed) { return 0.5f * (tu_randf(seed) + 1.0f); }
 
-static ntc_graph *resnet20(void)
-{
-    ntc_resnet_opts o;
-    ntc_resnet_opts_default(&o);
-    ntc_err err = {0};
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    o.depth = 20;
-    o.seed = 3;
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
-    return g;
-}
-
 /* Gives every parameter without data values from [-s, s), and batchnorm
  * variances positive values, so batchnorm and mix are not identities. */
 static void fill_params(ntc_graph *g, unsigned seed, float s)
@@ -329,7 +316,7 @@ static void expect_plan_sound(const ntc_graph *g, const ntc_plan *p)
 
 START_TEST(plan_resnet)
 {
-    ntc_graph *g = resnet20();
+    ntc_graph *g = tu_resnet(20, 3);
     ntc_err err = {0};
     ntc_plan *p = ntc_plan_new(g, &err);
     ck_assert_msg(p != NULL, "%s", ntc_err_str(&err));
@@ -380,7 +367,7 @@ END_TEST
 
 START_TEST(resnet_deterministic)
 {
-    ntc_graph *g = resnet20();
+    ntc_graph *g = tu_resnet(20, 3);
     fill_params(g, 9, 0.2f);   /* non-trivial batchnorm statistics */
     const int B = 8;
     float *x = random_input(g, 0, B, 42);

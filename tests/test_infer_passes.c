@@ -150,17 +150,6 @@ static float *random_input(const ntc_graph *g, int batch, unsigned seed)
     return x;
 }
 
-/* max |a - b| / max |b| over n floats. */
-static double rel_error(const float *a, const float *b, int64_t n)
-{
-    double diff = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
-
 /* Runs `pipeline` (inference mode) on a clone of g and checks that both
  * give the same outputs on a random batch of 3; returns the clone. */
 static ntc_graph *same_outputs_after(ntc_graph *g, const char *pipeline, unsigned seed, const char *what)
@@ -175,7 +164,7 @@ static ntc_graph *same_outputs_after(ntc_graph *g, const char *pipeline, unsigne
     int64_t n1, n2;
     float *before = run_graph(g, x, batch, &n1), *after = run_graph(h, x, batch, &n2);
     ck_assert_int_eq(n1, n2);
-    double e = rel_error(after, before, n1);
+    double e = tu_rel_error(after, before, n1);
     ck_assert_msg(e <= TOL, "%s: %s changed the outputs: relative error %.3g", what, pipeline, e);
     free(x), free(before), free(after);
     return h;
@@ -1042,7 +1031,7 @@ START_TEST(fused_graph_xml_round_trip_and_jit)
     ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
     float *y = malloc(sizeof(float) * (size_t)m1);
     ck_assert_msg(ntc_jit_run(j, x, batch, y, &err) == 0, "%s", ntc_err_str(&err));
-    double e = rel_error(y, a, m1);
+    double e = tu_rel_error(y, a, m1);
     ck_assert_msg(e <= 1e-4, "JIT of the fused graph vs interpreter: relative error %.3g", e);
     ntc_jit_free(j);
     free(t1), free(t2), free(x), free(a), free(b), free(y);

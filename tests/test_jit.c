@@ -240,17 +240,6 @@ static float *reference(ntc_graph *g, const float *input, int batch)
 
 /* ---- comparing ------------------------------------------------------------------ */
 
-static double rel_error(const float *got, const float *want, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        num = d > num || isnan(d) ? d : num;
-        den = fmax(den, fabs((double)want[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 static float *random_input(const ntc_graph *g, int batch, unsigned seed)
 {
     int64_t n = numel(g, g->inputs[0]) * batch;
@@ -272,14 +261,14 @@ static void check_graph(ntc_graph *g, int batch, const char *what)
     float *y = malloc(sizeof(float) * (size_t)(on * batch) + 1);
     ck_assert_msg(ntc_jit_run(j, x, batch, y, &err) == 0, "%s", ntc_err_str(&err));
     float *want = reference(g, x, batch);
-    double e = rel_error(y, want, on * batch);
+    double e = tu_rel_error(y, want, on * batch);
     ck_assert_msg(e <= TOL, "%s: JIT vs naive loops: relative error %g", what, e);
 
     ntc_exec *ex = ntc_exec_new(g, batch, &err);
     ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
     const float *ins[] = {x};
     ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
-    e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    e = tu_rel_error(y, ntc_exec_output(ex, 0), on * batch);
     ck_assert_msg(e <= TOL, "%s: JIT vs interpreter: relative error %g", what, e);
     ntc_exec_free(ex);
     ntc_jit_free(j);
@@ -309,7 +298,7 @@ static void check_graph_interp(ntc_graph *g, int batch, const char *what)
     ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
     const float *ins[] = {x};
     ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
-    double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    double e = tu_rel_error(y, ntc_exec_output(ex, 0), on * batch);
     ck_assert_msg(e <= TOL, "%s: JIT vs interpreter: relative error %g", what, e);
     ntc_exec_free(ex);
     ntc_jit_free(j);
@@ -381,7 +370,7 @@ static void check_calls(ntc_graph *g, int batch, int calls, const char *what)
     for (int k = 0; k < calls; k++) {
         memset(y, 0xff, sizeof(float) * (size_t)(on * batch));   /* NaN: every output must be written */
         ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
-        double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+        double e = tu_rel_error(y, ntc_exec_output(ex, 0), on * batch);
         ck_assert_msg(e <= TOL, "%s, batch %d, run %d: JIT vs interpreter: relative error %g", what, batch, k, e);
     }
     ntc_exec_free(ex);
@@ -513,12 +502,7 @@ START_TEST(team_split)
         check_calls(g, 1, 3, "team random conv");
         ntc_graph_free(g);
     }
-    ntc_resnet_opts o;
-    ntc_err err = {0};
-    ntc_resnet_opts_default(&o);
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    ntc_graph *g = tu_resnet(20, 0);
     check_calls(g, 1, 4, "team resnet20");
     ntc_graph_free(g);
     unsetenv("NTC_JIT_THREADS");
@@ -698,13 +682,8 @@ END_TEST
  * (the naive loops are too slow for it at this batch). */
 START_TEST(resnet20)
 {
-    ntc_resnet_opts o;
     ntc_err err = {0};
-    ntc_resnet_opts_default(&o);
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    o.seed = 11;
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    ntc_graph *g = tu_resnet(20, 11);
     /* Non-trivial batchnorm statistics, so folding them wrongly shows. */
     unsigned st = 5u;
     for (int i = 0; i < g->n_nodes; i++)
@@ -725,7 +704,7 @@ START_TEST(resnet20)
     ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
     const float *ins[] = {x};
     ck_assert_int_eq(ntc_exec_run(ex, ins, batch, &err), 0);
-    double e = rel_error(y, ntc_exec_output(ex, 0), on * batch);
+    double e = tu_rel_error(y, ntc_exec_output(ex, 0), on * batch);
     ck_assert_msg(e <= TOL, "resnet20: JIT vs interpreter: relative error %g", e);
     /* batch 1 gives the same first item as the batch of 7 */
     float y1[64];
@@ -846,7 +825,7 @@ static void check_task(loaded *l, ntc_graph *g, int batch)
           *z = malloc(sizeof(float) * (size_t)(on * batch));
     ck_assert_int_eq(ntc_jit_run(j, x, batch, y, &err), 0);
     ck_assert_int_eq(l->run(l->task, x, batch, z), 0);
-    double e = rel_error(z, y, on * batch);
+    double e = tu_rel_error(z, y, on * batch);
     ck_assert_msg(e <= TOL, ".so vs JIT: relative error %g", e);
     /* Single items: with several CPUs the task runs them on a team of
      * threads or on one, timing both (the first calls try each). */
@@ -855,7 +834,7 @@ static void check_task(loaded *l, ntc_graph *g, int batch)
         int i = k % batch;
         memset(z, 0xff, sizeof(float) * (size_t)on);   /* NaN: every output must be written */
         ck_assert_int_eq(l->run(l->task, x + i * in, 1, z), 0);
-        e = rel_error(z, y + i * on, on);
+        e = tu_rel_error(z, y + i * on, on);
         ck_assert_msg(e <= TOL, ".so vs JIT, item %d alone, call %d: relative error %g", i, k, e);
     }
     ntc_jit_free(j);
@@ -916,12 +895,7 @@ END_TEST
 START_TEST(aot_resnet20)
 {
     const char *dir = tu_tmpdir();
-    ntc_resnet_opts o;
-    ntc_err err = {0};
-    ntc_resnet_opts_default(&o);
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    ntc_graph *g = tu_resnet(20, 0);
     compile_to(g, dir, "resnet");
     loaded l = load_task(dir, "resnet", NULL);
     check_task(&l, g, 9);
@@ -988,12 +962,8 @@ END_TEST
  * after pruning: JIT vs interpreter. */
 START_TEST(tailored_and_pruned)
 {
-    ntc_resnet_opts o;
     ntc_err err = {0};
-    ntc_resnet_opts_default(&o);
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    ntc_graph *g = tu_resnet(20, 0);
     ck_assert_msg(ntc_run_passes(g, "tailor:max-skip=3", NTC_PASS_TRAINING, &err) == 0, "%s", ntc_err_str(&err));
     unsigned st = 31u;
     int mixes = 0;

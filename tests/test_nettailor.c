@@ -252,18 +252,6 @@ START_TEST(prune_keeps_and_refuses)
 }
 END_TEST
 
-static ntc_graph *resnet8(void)
-{
-    ntc_resnet_opts o;
-    ntc_err err = {0};
-    ntc_resnet_opts_default(&o);
-    o.depth = 8;
-    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
-    ntc_graph *g = ntc_resnet_build(&o, &err);
-    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
-    return g;
-}
-
 /* ResNet-8 has a stem and 3 residual layers: max-skip k gives layer i
  * (1-based) min(i, k) proxies. */
 START_TEST(tailor_resnet8)
@@ -271,7 +259,7 @@ START_TEST(tailor_resnet8)
     const int want_proxies[] = {0, 3, 5, 6};
     const int want_sizes[][3] = {{0}, {2, 2, 2}, {2, 3, 3}, {2, 3, 4}};
     for (int k = 1; k <= 3; k++) {
-        ntc_graph *g = resnet8();
+        ntc_graph *g = tu_resnet(8, 0);
         ntc_err err = {0};
         char pipeline[64];
         snprintf(pipeline, sizeof pipeline, "tailor:max-skip=%d:classes=7", k);
@@ -316,13 +304,13 @@ END_TEST
 
 START_TEST(tailor_refuses)
 {
-    ntc_graph *g = resnet8();
+    ntc_graph *g = tu_resnet(8, 0);
     ntc_err err = {0};
     ck_assert_int_eq(ntc_run_passes(g, "tailor", NTC_PASS_TRAINING, &err), 0);
     ck_assert_int_ne(ntc_run_passes(g, "tailor", NTC_PASS_TRAINING, &err), 0);
     ck_assert_ptr_nonnull(strstr(err.msg, "tailored already"));
     ntc_graph_free(g);
-    g = resnet8();
+    g = tu_resnet(8, 0);
     ck_assert_int_ne(ntc_run_passes(g, "tailor:max-skip=99", NTC_PASS_TRAINING, &err), 0);
     ck_assert_ptr_nonnull(strstr(err.msg, "max-skip"));
     ntc_graph_free(g);
@@ -333,7 +321,7 @@ END_TEST
  * weights; every other parameter untouched. */
 START_TEST(new_head)
 {
-    ntc_graph *g = resnet8();
+    ntc_graph *g = tu_resnet(8, 0);
     ntc_err err = {0};
     int w = ntc_graph_find_value(g, "s1.b0.conv1.weight");
     float before = g->values[w].data[3];

@@ -1,4 +1,7 @@
 #include "testutil.h"
+#include "ntc/frontends.h"
+
+#include <math.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,4 +69,28 @@ float tu_randf(unsigned *state)
 {
     *state = *state * 1664525u + 1013904223u;
     return (float)((*state >> 8) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
+}
+
+double tu_rel_error(const float *got, const float *want, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        num = d > num || isnan(d) ? d : num;
+        den = fmax(den, fabs((double)want[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
+ntc_graph *tu_resnet(int depth, unsigned seed)
+{
+    ntc_resnet_opts o;
+    ntc_err err = {0};
+    ntc_resnet_opts_default(&o);
+    o.depth = depth;
+    o.seed = seed;
+    ck_assert_int_eq(ntc_resnet_set_input(&o, "1x28x28", &err), 0);
+    ntc_graph *g = ntc_resnet_build(&o, &err);
+    ck_assert_msg(g != NULL, "%s", ntc_err_str(&err));
+    return g;
 }

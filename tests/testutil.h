@@ -16,5 +16,11 @@ const char *tu_tmpdir(void);
 int tu_ntc(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A small uniform pseudo-random generator for test data (deterministic). */
 float tu_randf(unsigned *state);
+/* max |got - want| / max |want| over n floats (the absolute error when want
+ * is all zeros); a NaN in got makes it NaN. */
+double tu_rel_error(const float *got, const float *want, int64_t n);
+/* `ntc new resnet --depth DEPTH --input 1x28x28` with weights from seed
+ * (the builder's default is 0); fails the test if it cannot be built. */
+ntc_graph *tu_resnet(int depth, unsigned seed);
 
 #endif
