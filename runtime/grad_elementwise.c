@@ -54,16 +54,6 @@ void bwd_relu(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
         relu_grad(grad_in[0], k->in[0], grad_out, n);
 }
 
-static void add_into(float *restrict dst, const float *restrict src, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + NTC_VEC <= n; i += NTC_VEC)
-        for (int j = 0; j < NTC_VEC; j++)
-            dst[i + j] += src[i + j];
-    for (; i < n; i++)
-        dst[i] += src[i];
-}
-
 void bwd_add(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
              float *const grad_par[NTC_MAX_PARAMS])
 {
@@ -76,7 +66,7 @@ void bwd_add(const ntc_kargs *k, const float *grad_out, float *const *grad_in,
         if (grad_in[j] && ntc_gin_fresh(k, j))
             memcpy(grad_in[j], grad_out, sizeof(float) * (size_t)n);
         else if (grad_in[j])
-            add_into(grad_in[j], grad_out, n);
+            ntc_add_into(grad_in[j], grad_out, n);
     }
 }
 
@@ -85,5 +75,5 @@ void bwd_flatten(const ntc_kargs *k, const float *grad_out, float *const *grad_i
 {
     (void)grad_par;
     if (grad_in && grad_in[0])
-        add_into(grad_in[0], grad_out, ntc_numel_from(&k->out_shape, 0));
+        ntc_add_into(grad_in[0], grad_out, ntc_numel_from(&k->out_shape, 0));
 }

@@ -23,17 +23,6 @@ static void relu(float *restrict y, const float *restrict x, int64_t n)
 
 void fwd_relu(const ntc_kargs *k) { relu(k->out, k->in[0], ntc_numel_from(&k->out_shape, 0)); }
 
-/* y += x over n floats. */
-static void accumulate(float *restrict y, const float *restrict x, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + NTC_VEC <= n; i += NTC_VEC)
-        for (int j = 0; j < NTC_VEC; j++)
-            y[i + j] += x[i + j];
-    for (; i < n; i++)
-        y[i] += x[i];
-}
-
 /* y = a + b over n floats. */
 static void sum2(float *restrict y, const float *restrict a, const float *restrict b, int64_t n)
 {
@@ -52,7 +41,7 @@ void fwd_add(const ntc_kargs *k)
     const int64_t n = ntc_numel_from(&k->out_shape, 0);
     sum2(k->out, k->in[0], k->in[1], n);
     for (int j = 2; j < k->n_in; j++)
-        accumulate(k->out, k->in[j], n);
+        ntc_add_into(k->out, k->in[j], n);
 }
 
 void fwd_flatten(const ntc_kargs *k)

@@ -96,6 +96,18 @@ int64_t work_mix(const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 /* Block length of the elementwise loops (see kern_elementwise.c). */
 #define NTC_VEC 8
 
+/* dst += src over n floats, in NTC_VEC blocks the compiler vectorises (add
+ * forward and the backward of add and flatten share it). */
+static inline void ntc_add_into(float *restrict dst, const float *restrict src, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + NTC_VEC <= n; i += NTC_VEC)
+        for (int j = 0; j < NTC_VEC; j++)
+            dst[i + j] += src[i + j];
+    for (; i < n; i++)
+        dst[i] += src[i];
+}
+
 /* Convolution helpers shared by the forward and backward kernels
  * (kern_conv.c). */
 /* 1x1, stride 1, no padding: the input already is the im2col matrix. */
