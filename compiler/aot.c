@@ -135,24 +135,38 @@ static int place_params(const ntc_graph *g, const ntc_cg_result *r, ntcw_file *t
     for (int i = 0; i < r->n_params; i++) {
         const ntc_value *v = &g->values[r->params[i]];
         int64_t dims[8];
-        int rank = v->shape.rank > 8 ? 8 : v->shape.rank;
-        memcpy(dims, v->shape.dims, sizeof(int64_t) * (size_t)rank);
+        int rank;
+        float *packed;
+        const float *data = ntc_cg_param_data(g, r, i, &packed, dims, &rank);
+        if (!data)
+            return ntc_error(err, NULL, 0, "out of memory");
+        /* a packed copy is its own tensor: NAME@o16 holds the weight in
+         * blocks of 16 filters (ntc_cg_param_data) */
+        char name[4096];
+        if (r->layout[i])
+            snprintf(name, sizeof name, "%s@o%d", v->name, r->layout[i]);
+        else
+            snprintf(name, sizeof name, "%s", v->name);
         uint64_t count = (uint64_t)ntc_shape_numel(&v->shape);
         bool u = is_universal(g, r->params[i]);
         ntcw_file *f = u ? uni : task;
-        int k = u ? ntcw_find(uni, v->name) : -1;
+        int k = u ? ntcw_find(uni, name) : -1;
+        int rc = 0;
         if (k >= 0) {
             const ntcw_tensor *t = &uni->t[k];
-            if (t->count != count || memcmp(uni->bytes + t->offset, v->data, count * sizeof(float)))
-                return ntc_error(err, uni_path, 0,
-                                 "universal tensor '%s' differs from the graph's: this universal weights "
-                                 "file belongs to another backbone (use another --universal-weights file)",
-                                 v->name);
+            if (t->count != count || memcmp(uni->bytes + t->offset, data, count * sizeof(float)))
+                rc = ntc_error(err, uni_path, 0,
+                               "universal tensor '%s' differs from the graph's: this universal weights "
+                               "file belongs to another backbone (use another --universal-weights file)",
+                               name);
+        } else if ((k = ntcw_append(f, name, rank, dims, data, err)) < 0) {
+            rc = -1;
         } else {
-            if ((k = ntcw_append(f, v->name, rank, dims, v->data, err)) < 0)
-                return -1;
             *grew |= u;
         }
+        ntc_free(packed);
+        if (rc)
+            return -1;
         refs[i] = (param_ref){u, f->t[k].offset, count};
     }
     return 0;

@@ -274,12 +274,22 @@ static bool same_code(const ntc_graph *g, const cg_step *a, const cg_step *b)
     return cg_same_node_code(g, &g->nodes[a->head], &g->nodes[b->head]);
 }
 
-static int param_index(const ntc_cg_result *r, int v)
+static int param_index(const ntc_cg_result *r, int v, int layout)
 {
     for (int i = 0; i < r->n_params; i++)
-        if (r->params[i] == v)
+        if (r->params[i] == v && r->layout[i] == layout)
             return i;
     return -1;
+}
+
+/* How step st reads its operand v: packed (the vector width) when v is
+ * the weight of a convolution on the output-channel kernel, else 0. */
+static int operand_layout(const cg *c, const ntc_graph *g, const cg_step *st, int v)
+{
+    const ntc_node *h = &g->nodes[st->head];
+    if (v != h->par[0] || !cg_conv_packs_weights(c->vw, h, &g->values[h->in[0]].shape, &g->values[h->out].shape))
+        return 0;
+    return c->vw;
 }
 
 /* Whether a step splits its work over a team (see cg_node). */
@@ -304,7 +314,7 @@ static void call_step(cg *c, const ntc_graph *g, const cg_plan *p, int s, LLVMVa
     a[3] = nthreads;
     for (int i = 0; i < n; i++) {
         int v = operands[i];
-        a[4 + i] = g->values[v].kind == NTC_VAL_PARAM ? par[param_index(r, v)]
+        a[4 + i] = g->values[v].kind == NTC_VAL_PARAM ? par[param_index(r, v, operand_layout(c, g, &p->steps[s], v))]
                    : v == r->input                    ? in
                    : v == r->output                   ? out_item
                                                       : cg_gep(c, ws, cg_i64(c, p->offset[v]));
@@ -399,12 +409,14 @@ static int emit_team_entry(cg *c, const ntc_graph *g, const cg_plan *p, LLVMValu
     return 0;
 }
 
-/* Parameters read by the planned steps, in value-handle order. */
-static int collect_params(const ntc_graph *g, const cg_plan *p, ntc_cg_result *r, ntc_err *err)
+/* Parameters read by the planned steps, in value-handle order, each in
+ * every layout some step reads it in (as stored, packed). */
+static int collect_params(const cg *c, const ntc_graph *g, const cg_plan *p, ntc_cg_result *r, ntc_err *err)
 {
-    bool *used = ntc_calloc((size_t)g->n_values + 1, 1);
-    r->params = ntc_malloc(sizeof(int) * ((size_t)g->n_values + 1));
-    if (!used || !r->params) {
+    unsigned char *used = ntc_calloc((size_t)g->n_values + 1, 1);   /* bit 0: as stored, bit 1: packed */
+    r->params = ntc_malloc(sizeof(int) * 2 * ((size_t)g->n_values + 1));
+    r->layout = ntc_malloc(sizeof(int) * 2 * ((size_t)g->n_values + 1));
+    if (!used || !r->params || !r->layout) {
         ntc_free(used);
         return ntc_error(err, g->path, 0, "out of memory");
     }
@@ -413,14 +425,41 @@ static int collect_params(const ntc_graph *g, const cg_plan *p, ntc_cg_result *r
         int n = step_operands(g, &p->steps[s], operands);
         for (int i = 0; i < n; i++)
             if (g->values[operands[i]].kind == NTC_VAL_PARAM)
-                used[operands[i]] = true;
+                used[operands[i]] |= operand_layout(c, g, &p->steps[s], operands[i]) ? 2 : 1;
     }
     r->n_params = 0;
     for (int v = 0; v < g->n_values; v++)
-        if (used[v])
-            r->params[r->n_params++] = v;
+        for (int k = 0; k < 2; k++)
+            if (used[v] & (1 << k))
+                r->params[r->n_params] = v, r->layout[r->n_params++] = k ? c->vw : 0;
     ntc_free(used);
     return 0;
+}
+
+const float *ntc_cg_param_data(const ntc_graph *g, const ntc_cg_result *r, int i, float **owned, int64_t dims[8],
+                               int *rank)
+{
+    const ntc_value *v = &g->values[r->params[i]];
+    int b = r->layout[i];
+    *owned = NULL;
+    if (!b) {
+        *rank = v->shape.rank > 8 ? 8 : v->shape.rank;
+        memcpy(dims, v->shape.dims, sizeof(int64_t) * (size_t)*rank);
+        return v->data;
+    }
+    int64_t F = v->shape.dims[0], C = v->shape.dims[1], KK = v->shape.dims[2] * v->shape.dims[3];
+    float *w = ntc_malloc(sizeof(float) * (size_t)(F * C * KK) + 1);
+    if (!w)
+        return NULL;
+    /* packed[((fb*C + c)*KK + t)*b + lane] = weight[fb*b + lane][c][t] */
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t ch = 0; ch < C; ch++)
+            for (int64_t t = 0; t < KK; t++)
+                w[(((f / b) * C + ch) * KK + t) * b + f % b] = v->data[(f * C + ch) * KK + t];
+    *rank = 5;
+    dims[0] = F / b, dims[1] = C, dims[2] = v->shape.dims[2], dims[3] = v->shape.dims[3], dims[4] = b;
+    *owned = w;
+    return w;
 }
 
 static int optimise(cg *c, LLVMTargetMachineRef tm, ntc_err *err)
@@ -461,6 +500,7 @@ static int emit_object(cg *c, LLVMTargetMachineRef tm, ntc_cg_result *r, ntc_err
 void ntc_cg_result_free(ntc_cg_result *r)
 {
     ntc_free(r->params);
+    ntc_free(r->layout);
     ntc_free(r->obj);
     ntc_free(r->ir);
     memset(r, 0, sizeof *r);
@@ -507,7 +547,7 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
     r->output = g->outputs[0].value;
     r->in_numel = ntc_shape_numel(&g->values[r->input].shape);
     r->out_numel = ntc_shape_numel(&g->values[r->output].shape);
-    if (cg_make_plan(&c, g, r->output, &p, err) || collect_params(g, &p, r, err))
+    if (cg_make_plan(&c, g, r->output, &p, err) || collect_params(&c, g, &p, r, err))
         goto out;
     r->ws_floats = p.ws_floats;
     if (!(fns = ntc_calloc((size_t)p.n_steps + 1, sizeof *fns))) {

@@ -47,6 +47,9 @@ typedef struct {
 typedef struct {
     int n_params;
     int *params;                /* value handles, in the table order of the entry */
+    int *layout;                /* per parameter: 0, read as stored; or b, a conv weight
+                                 * [F][C][KH][KW] packed as [F/b][C][KH][KW][b]
+                                 * (codegen_conv_oc.c; ntc_cg_param_data packs it) */
     int input, output;          /* value handles */
     int64_t in_numel, out_numel;/* floats per item */
     int64_t ws_floats;          /* workspace floats one thread needs */
@@ -61,6 +64,12 @@ typedef struct {
  * (the node's name and source line for unsupported nodes). */
 int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *err);
 void ntc_cg_result_free(ntc_cg_result *r);
+
+/* Parameter i of r's table as the generated code reads it: the value's
+ * data (*owned NULL), or a packed copy (*owned, ntc_malloc'ed, the
+ * caller frees it); NULL when out of memory.  dims/rank: its shape. */
+const float *ntc_cg_param_data(const ntc_graph *g, const ntc_cg_result *r, int i, float **owned, int64_t dims[8],
+                               int *rank);
 
 /* Prepares LLVM's native target once (thread-safe). */
 void ntc_cg_init_llvm(void);
@@ -154,6 +163,10 @@ typedef int64_t (*cg_scratch_fn)(const cg *c, const ntc_node *n, const ntc_shape
 #include "ntc/ops.def"
 #undef OP
 int64_t cg_scratch_conv2d(const cg *c, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+/* Whether conv n (input and output shapes in, out) runs the output-channel
+ * kernel of vector width vw, which reads its weight packed in blocks of
+ * vw filters (codegen_conv_oc.c). */
+bool cg_conv_packs_weights(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 
 /* A counted loop `for (iv = lo; iv < hi; iv += step)` (while form: runs zero
  * times when lo >= hi).  cg_for leaves the builder in the body; cg_end

@@ -23,25 +23,14 @@
  * The copy and the compaction are O(C*H*W) and O(F*OH*OW) against the
  * convolution's O(F*C*KH*KW*OH*OW), and the packed input lets the inner
  * loop run without any bounds checks. */
-#include "codegen.h"
+#include "codegen_conv.h"
 
 #include <stdio.h>
 
-typedef struct {
-    int64_t C, H, W, F, OH, OW;
-    int KH, KW, SH, SW, DH, DW, PT, PL;
-    int64_t PHs, PWs, plane, n_phases;  /* phase plane rows, columns, size */
-    int64_t P, Pv;                      /* positions OH*PWs, in vectors */
-    int64_t P_comp;                     /* positions computed: whole tiles */
-    int64_t phases_floats;              /* packed input + read slack */
-    bool direct;                        /* tiles are stored straight into the output */
-    int FB, XB;                         /* tile: filters x vectors */
-} conv_geom;
 
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Offset of tap (ky, kx) in the packed input, from the position read. */
-static int64_t tap_offset(const conv_geom *g, int ky, int kx)
+int64_t conv_tap_offset(const conv_geom *g, int ky, int kx)
 {
     int64_t Y = (int64_t)ky * g->DH, X = (int64_t)kx * g->DW;
     int64_t phase = (Y % g->SH) * g->SW + X % g->SW;
@@ -87,7 +76,7 @@ static void choose_tile(conv_geom *g, int vw)
         }
 }
 
-static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
+conv_geom conv_geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
 {
     const ntc_attrs *a = &n->a;
     conv_geom g = {0};
@@ -109,6 +98,9 @@ static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const 
     g.n_phases = (int64_t)g.SH * g.SW;
     g.P = g.OH * g.PWs;
     g.Pv = ceil_div(g.P, vw);
+    g.oc = cg_conv_packs_weights(vw, n, in, out);
+    if (g.oc)
+        conv_oc_tile(&g, vw);
     choose_tile(&g, vw);
     g.P_comp = ceil_div(g.Pv, g.XB) * g.XB * vw;
     /* Reads run past a plane's end by at most the largest column shift
@@ -124,7 +116,9 @@ static conv_geom geometry(int vw, const ntc_node *n, const ntc_shape *in, const 
 
 int64_t cg_scratch_conv2d(const cg *c, const ntc_node *n, const ntc_shape *in, const ntc_shape *out)
 {
-    conv_geom g = geometry(c->vw, n, in, out);
+    conv_geom g = conv_geometry(c->vw, n, in, out);
+    if (g.oc)
+        return conv_oc_scratch(&g, c->vw);
     /* The tile scratch starts on a 16-float boundary after the phases. */
     return ceil_div(g.phases_floats, 16) * 16 + (g.direct ? 0 : g.F * g.P_comp);
 }
@@ -191,7 +185,7 @@ static void emit_pack_rows(cg *c, const conv_geom *g, LLVMValueRef dst, int64_t 
  * The phases are unrolled, so the rows that hold input are a constant
  * range: zero rows, input rows (zero columns masked in), zero rows, all
  * in vectors for strides 1 and 2; larger strides copy float by float. */
-static void emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
+void conv_emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
 {
     emit_zero(c, phases, g->n_phases * g->C * g->plane, g->phases_floats);
     for (int py = 0; py < g->SH; py++)
@@ -256,7 +250,7 @@ static void emit_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef
     LLVMValueRef w_c = cg_add(c, cg_mul(c, f0, cg_i64(c, g->C * KK)), cg_mul(c, ch.iv, cg_i64(c, KK)));
     for (int ky = 0; ky < g->KH; ky++)
         for (int kx = 0; kx < g->KW; kx++) {
-            int64_t off = tap_offset(g, ky, kx);
+            int64_t off = conv_tap_offset(g, ky, kx);
             LLVMValueRef v[8];
             for (int x = 0; x < nx; x++)
                 v[x] = cg_vload(c, phases, cg_add(c, in_c, cg_i64(c, off + (int64_t)x * c->vw)));
@@ -324,7 +318,7 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     LLVMValueRef t_lo = LLVMGetParam(fn, 3), t_hi = LLVMGetParam(fn, 4);
     core.par[0] = LLVMGetParam(fn, 5);
     core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
-    emit_pack(c, g, core.in[0], phases);
+    conv_emit_pack(c, g, core.in[0], phases);
     emit_tiles(c, g, &core, phases, tiles, tile_stride, t_lo, t_hi);
     LLVMBuildRetVoid(c->b);
 
@@ -336,7 +330,7 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
 }
 
 /* Part tid of n of [0, total): [total*tid/n, total*(tid+1)/n). */
-static void team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi)
+void conv_team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi)
 {
     LLVMValueRef t = cg_i64(c, total);
     *lo = LLVMBuildSDiv(c->b, cg_mul(c, t, nd->tid), nd->nthreads, "");
@@ -346,12 +340,14 @@ static void team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo,
 int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
 {
     (void)err;
-    conv_geom g = geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
+    conv_geom g = conv_geometry(c->vw, nd->n, nd->in_shape, nd->out_shape);
+    if (g.oc)
+        return conv_oc_emit(c, nd, &g);
     LLVMValueRef tiles = g.direct ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g.phases_floats, 16) * 16));
     int64_t stride = g.direct ? g.OH * g.OW : g.P_comp, tile = (int64_t)g.XB * c->vw;
     LLVMValueRef core = conv_core(c, nd, &g, stride);
     LLVMValueRef t_lo, t_hi;
-    team_part(c, nd, g.P_comp / tile, &t_lo, &t_hi);
+    conv_team_part(c, nd, g.P_comp / tile, &t_lo, &t_hi);
     LLVMValueRef args[7] = {tiles, nd->scratch, nd->in[0], t_lo, t_hi, nd->par[0], nd->par[1]};
     LLVMBuildCall2(c->b, LLVMGlobalGetValueType(core), core, args, nd->par[1] ? 7 : 6, "");
 

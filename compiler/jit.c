@@ -34,6 +34,8 @@ struct ntc_jit {
     double team_s, solo_s;
     unsigned long small_calls, next_probe, probe_gap;
     const float **params;
+    float **packed;             /* per parameter: the JIT's packed copy, or NULL */
+    int n_params;
     int64_t in_numel, out_numel, ws_floats;
     int threads;
     ntc_pool *pool;
@@ -122,17 +124,25 @@ ntc_jit *ntc_jit_compile(ntc_graph *g, ntc_err *err)
     const char *threads = getenv("NTC_JIT_THREADS");
     j->threads = ntc_pool_default_threads(threads ? atoi(threads) : 0);
     j->params = ntc_calloc((size_t)r.n_params + 1, sizeof *j->params);
+    j->packed = ntc_calloc((size_t)r.n_params + 1, sizeof *j->packed);
+    j->n_params = r.n_params;
     size_t ws_bytes = sizeof(float) * (size_t)(j->ws_floats + 16) * (size_t)j->threads;
     j->ws_block = ntc_malloc(ws_bytes + 64);
     j->ws = j->ws_block ? (float *)(((uintptr_t)j->ws_block + 63) & ~(uintptr_t)63) : NULL;
-    if (!j->params || !j->ws) {
+    if (!j->params || !j->packed || !j->ws) {
         ntc_error(err, NULL, 0, "out of memory");
         goto fail;
     }
     if (!(j->pool = ntc_pool_new(j->threads, err)))
         goto fail;
-    for (int i = 0; i < r.n_params; i++)
-        j->params[i] = g->values[r.params[i]].data;
+    for (int i = 0; i < r.n_params; i++) {
+        int64_t dims[8];
+        int rank;
+        if (!(j->params[i] = ntc_cg_param_data(g, &r, i, &j->packed[i], dims, &rank))) {
+            ntc_error(err, NULL, 0, "out of memory");
+            goto fail;
+        }
+    }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (link_object(j, &r, err))
@@ -259,6 +269,9 @@ void ntc_jit_free(ntc_jit *j)
     }
     ntc_pool_free(j->pool);
     ntc_free(j->ws_block);
+    for (int i = 0; j->packed && i < j->n_params; i++)
+        ntc_free(j->packed[i]);
+    ntc_free(j->packed);
     ntc_free(j->params);
     ntc_free(j->ir);
     ntc_free(j);

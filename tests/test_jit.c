@@ -509,6 +509,70 @@ START_TEST(team_split)
 }
 END_TEST
 
+/* The output-channel kernel (codegen_conv_oc.c: filter counts a multiple
+ * of the vector width, at least 36 weights per filter): random input
+ * channels, kernels 1..5, strides 1..3, dilations, asymmetric pads, with
+ * the epilogues it fuses (batchnorm, relu, a residual add), at the host's
+ * width and at 8 floats (AVX2: 16 registers), on one thread and on a team
+ * of 3.  The optimised IR shows which kernel ran. */
+START_TEST(conv_channel_vectors)
+{
+    setenv("NTC_JIT_KEEP_IR", "1", 1);
+    if (_i)
+        setenv("NTC_JIT_VECTOR_WIDTH", "8", 1);
+    unsigned st = 4242u + (unsigned)_i;
+    int oc_seen = 0;
+    for (int t = 0; t < 8; t++) {
+        int C = rnd(&st, 2, 40), F = 16 * rnd(&st, 1, 4), kh = rnd(&st, 1, 5), kw = rnd(&st, 1, 5);
+        int dh = rnd(&st, 1, 2), dw = rnd(&st, 1, 2);
+        int H = rnd(&st, (kh - 1) * dh + 1, 20), W = rnd(&st, (kw - 1) * dw + 1, 20);   /* the window fits */
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int c = conv(g, "conv", x, F, 1, 1, 0, rnd(&st, 0, 1));
+        ntc_attrs *a = &g->nodes[c].a;
+        set2(a->kernel, kh, kw);
+        set2(a->stride, rnd(&st, 1, 3), rnd(&st, 1, 3));
+        set2(a->dilation, dh, dw);
+        for (int i = 0; i < 4; i++)
+            a->pad[i] = rnd(&st, 0, 2);
+        int y = out_of(g, c);
+        if (t % 3 >= 1)
+            y = out_of(g, batchnorm(g, "bn", y));
+        if (t % 3 == 2) {
+            int r = conv(g, "shortcut", x, F, 1, 1, 0, false);
+            g->nodes[r].a = *a;
+            int in[2] = {y, out_of(g, r)};
+            y = out_of(g, ntc_graph_add_node(g, NTC_OP_add, "add", in, 2, -1));
+        }
+        if (t % 3 >= 1)
+            y = out_of(g, node1(g, NTC_OP_relu, "relu", y));
+        ntc_graph_add_output(g, "y", y);
+        fill_params(g, st);
+        char what[256];
+        snprintf(what, sizeof what, "oc conv C%d F%d %dx%d k%dx%d s%dx%d d%dx%d p%d,%d,%d,%d epilogue %d", C, F, H, W,
+                 a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], a->dilation[0], a->dilation[1], a->pad[0],
+                 a->pad[1], a->pad[2], a->pad[3], t % 3);
+        ntc_err err = {0};
+        ntc_jit *j = ntc_jit_compile(g, &err);
+        ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+        bool oc = strstr(ntc_jit_ir(j), "conv.oc") != NULL, want = C * a->kernel[0] * a->kernel[1] >= 36;
+        ck_assert_msg(oc == want, "%s: output-channel kernel %s", what, oc ? "used" : "not used");
+        oc_seen += oc;
+        ntc_jit_free(j);
+        check_graph(g, 1 + t % 3, what);
+        setenv("NTC_JIT_THREADS", "3", 1);
+        check_calls(g, 1, 2, what);
+        unsetenv("NTC_JIT_THREADS");
+        ntc_graph_free(g);
+    }
+    ck_assert_int_ge(oc_seen, 4);
+    unsetenv("NTC_JIT_VECTOR_WIDTH");
+    unsetenv("NTC_JIT_KEEP_IR");
+}
+END_TEST
+
 /* Pools with every combination of ceil_mode and count_include_pad. */
 START_TEST(pool_random)
 {
@@ -1025,6 +1089,7 @@ int main(void)
     tcase_add_loop_test(tc, team_split, 0, 3);
     tcase_add_test(tc, conv_padding_layouts);
     tcase_add_loop_test(tc, conv_narrow_vectors, 0, 2);
+    tcase_add_loop_test(tc, conv_channel_vectors, 0, 2);
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);

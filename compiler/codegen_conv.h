@@ -1,0 +1,39 @@
+/* What the two convolution emitters share (codegen_conv.c: vectors over
+ * output positions; codegen_conv_oc.c: vectors over output channels). */
+#ifndef NTC_COMPILER_CODEGEN_CONV_H
+#define NTC_COMPILER_CODEGEN_CONV_H
+
+#include "codegen.h"
+
+typedef struct {
+    int64_t C, H, W, F, OH, OW;
+    int KH, KW, SH, SW, DH, DW, PT, PL;
+    int64_t PHs, PWs, plane, n_phases;  /* phase plane rows, columns, size */
+    int64_t P, Pv;                      /* positions OH*PWs, in vectors */
+    int64_t P_comp;                     /* positions computed: whole tiles */
+    int64_t phases_floats;              /* packed input + read slack */
+    bool direct;                        /* tiles are stored straight into the output */
+    int FB, XB;                         /* tile: filters x vectors */
+    /* The output-channel kernel (codegen_conv_oc.c), when oc: tiles of NV
+     * filter vectors x RB rows x XBo columns. */
+    bool oc;
+    int NV, RB, XBo;
+} conv_geom;
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+conv_geom conv_geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
+/* Offset of tap (ky, kx) in the packed input, from the position read. */
+int64_t conv_tap_offset(const conv_geom *g, int ky, int kx);
+/* Packs the input into the phase planes (see codegen_conv.c). */
+void conv_emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases);
+/* Part tid of nthreads of [0, total): [total*tid/n, total*(tid+1)/n). */
+void conv_team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi);
+
+/* The output-channel kernel (codegen_conv_oc.c), for the convolutions
+ * cg_conv_packs_weights accepts: its scratch and its emitter. */
+int64_t conv_oc_scratch(const conv_geom *g, int vw);
+void conv_oc_tile(conv_geom *g, int vw);
+int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g);
+
+#endif
