@@ -196,7 +196,7 @@ static int step_operands(const ntc_graph *g, const cg_step *st, int *v)
  * with every pointer noalias: the plan never lets an output or scratch
  * overlap an input, and parameters and inputs are only read.  tid and
  * nthreads: the part of the work to do (see cg_node). */
-static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_step *st, int index, ntc_err *err)
+static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_plan *p, const cg_step *st, int index, ntc_err *err)
 {
     const ntc_node *n = &g->nodes[st->head];
     int operands[CG_MAX_OPERANDS];
@@ -236,6 +236,9 @@ static LLVMValueRef emit_step(cg *c, const ntc_graph *g, const cg_step *st, int 
     }
     nd.residual = st->residual >= 0 ? LLVMGetParam(fn, a++) : NULL;
     nd.relu = st->relu >= 0;
+    nd.in_blocked = n->n_in > 0 && p->blocked[n->in[0]];
+    nd.out_blocked = p->blocked[g->nodes[st->tail].out];
+    nd.res_blocked = cg_step_residual(g, st) >= 0 && p->blocked[cg_step_residual(g, st)];
 
     c->fn = fn;
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
@@ -265,8 +268,14 @@ bool cg_same_node_code(const ntc_graph *g, const ntc_node *a, const ntc_node *b)
 }
 
 /* ... and two steps when their heads and fused parts can. */
-static bool same_code(const ntc_graph *g, const cg_step *a, const cg_step *b)
+static bool same_code(const ntc_graph *g, const cg_plan *p, const cg_step *a, const cg_step *b)
 {
+    const ntc_node *ha = &g->nodes[a->head], *hb = &g->nodes[b->head];
+    int ra = cg_step_residual(g, a), rb = cg_step_residual(g, b);
+    if (p->blocked[g->nodes[a->tail].out] != p->blocked[g->nodes[b->tail].out] ||
+        (ha->n_in > 0 && hb->n_in > 0 && p->blocked[ha->in[0]] != p->blocked[hb->in[0]]) ||
+        (ra >= 0 && rb >= 0 && p->blocked[ra] != p->blocked[rb]))
+        return false;
     if ((a->bn >= 0) != (b->bn >= 0) || (a->add >= 0) != (b->add >= 0) || (a->relu >= 0) != (b->relu >= 0))
         return false;
     if (a->bn >= 0 && !cg_same_node_code(g, &g->nodes[a->bn], &g->nodes[b->bn]))
@@ -561,9 +570,9 @@ int ntc_codegen(ntc_graph *g, const ntc_cg_opts *o, ntc_cg_result *r, ntc_err *e
             if (parts[k] >= 0 && check_node(g, &g->nodes[parts[k]], err))
                 goto out;
         for (int t = 0; t < s && !fns[s]; t++)
-            if (same_code(g, st, &p.steps[t]))
+            if (same_code(g, &p, st, &p.steps[t]))
                 fns[s] = fns[t];
-        if (!fns[s] && !(fns[s] = emit_step(&c, g, st, s, err))) {
+        if (!fns[s] && !(fns[s] = emit_step(&c, g, &p, st, s, err))) {
             const ntc_node *n = &g->nodes[st->head];
             char msg[sizeof err->msg];
             snprintf(msg, sizeof msg, "%s", err->msg);

@@ -93,11 +93,15 @@ typedef struct {
     int64_t *offset;            /* per value: workspace offset in floats, -1 if none */
     int64_t *scratch_off;       /* per step: its scratch offset, -1 if none */
     int64_t ws_floats;          /* workspace floats per item */
+    bool *blocked;              /* per value: stored [C/vw][H][W][vw] rather than NCHW
+                                 * (codegen_conv_oc.c; see plan_layouts) */
 } cg_plan;
 
 /* Plans g's steps and workspace (codegen_plan.c).  Returns 0, or -1 with
  * err filled. */
 int cg_make_plan(const struct cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_err *err);
+/* The value step st adds as its residual, or -1. */
+int cg_step_residual(const ntc_graph *g, const cg_step *st);
 void cg_plan_free(cg_plan *p);
 /* Scratch floats the node's emitter needs (0 for most ops). */
 int64_t cg_node_scratch(const struct cg *c, const ntc_graph *g, int node);
@@ -114,6 +118,7 @@ typedef struct cg {
      * conv2d of the same code whatever its fused epilogue. */
     int n_cores;
     const ntc_node *core_node[256];
+    bool core_blocked[256];     /* ... and whether it reads a blocked input */
     LLVMValueRef core_fn[256];
 } cg;
 
@@ -150,6 +155,10 @@ typedef struct {
      * part of the output; other emitters ignore them (the team entry runs
      * those steps on thread 0 alone). */
     LLVMValueRef tid, nthreads;
+    /* Layouts (cg_plan.blocked) of the input in[0], the output and the
+     * residual: only output-channel convolutions see true, and never a
+     * blocked output with an NCHW residual. */
+    bool in_blocked, out_blocked, res_blocked;
 } cg_node;
 
 /* An emitter fills the node's function body at the builder's position and

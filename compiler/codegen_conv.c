@@ -135,7 +135,7 @@ static void emit_zero(cg *c, LLVMValueRef dst, int64_t lo, int64_t hi)
 
 /* Range [lo, hi) of phase coordinates t in [0, n) whose input coordinate
  * t*s + phase - pad falls inside [0, size). */
-static void inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, int64_t *lo, int64_t *hi)
+void conv_inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, int64_t *lo, int64_t *hi)
 {
     *lo = ceil_div(pad - phase > 0 ? pad - phase : 0, s);
     *hi = ceil_div(size + pad - phase > 0 ? size + pad - phase : 0, s);
@@ -191,8 +191,8 @@ void conv_emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef pha
     for (int py = 0; py < g->SH; py++)
         for (int px = 0; px < g->SW; px++) {
             int64_t y_lo, y_hi, x_lo, x_hi;
-            inside(g->PHs, g->SH, py, g->PT, g->H, &y_lo, &y_hi);
-            inside(g->PWs, g->SW, px, g->PL, g->W, &x_lo, &x_hi);
+            conv_inside(g->PHs, g->SH, py, g->PT, g->H, &y_lo, &y_hi);
+            conv_inside(g->PWs, g->SW, px, g->PL, g->W, &x_lo, &x_hi);
             int64_t phase = (int64_t)py * g->SW + px;
             cg_loop ch = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C), 1, "c");
             LLVMValueRef dst = cg_gep(c, phases, cg_mul(c, cg_add(c, cg_i64(c, phase * g->C), ch.iv), cg_i64(c, g->plane)));
@@ -294,7 +294,7 @@ static void emit_tiles(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRe
 static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int64_t tile_stride)
 {
     for (int i = 0; i < c->n_cores; i++)
-        if (cg_same_node_code(c->g, c->core_node[i], nd->n))
+        if (!c->core_blocked[i] && cg_same_node_code(c->g, c->core_node[i], nd->n))
             return c->core_fn[i];
     int n_args = nd->par[1] ? 7 : 6;
     LLVMTypeRef args[7] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr, c->ptr};
@@ -325,7 +325,7 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     c->fn = caller;
     LLVMPositionBuilderAtEnd(c->b, at);
     if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0]))
-        c->core_node[c->n_cores] = nd->n, c->core_fn[c->n_cores++] = fn;
+        c->core_node[c->n_cores] = nd->n, c->core_blocked[c->n_cores] = false, c->core_fn[c->n_cores++] = fn;
     return fn;
 }
 

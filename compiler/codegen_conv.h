@@ -25,6 +25,9 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 conv_geom conv_geometry(int vw, const ntc_node *n, const ntc_shape *in, const ntc_shape *out);
 /* Offset of tap (ky, kx) in the packed input, from the position read. */
 int64_t conv_tap_offset(const conv_geom *g, int ky, int kx);
+/* Range [lo, hi) of phase coordinates t in [0, n) whose input coordinate
+ * t*s + phase - pad falls inside [0, size). */
+void conv_inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, int64_t *lo, int64_t *hi);
 /* Packs the input into the phase planes (see codegen_conv.c). */
 void conv_emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases);
 /* Part tid of nthreads of [0, total): [total*tid/n, total*(tid+1)/n). */

@@ -26,6 +26,13 @@
  *    the NCHW output.  The transpose costs about a quarter cycle per
  *    output element against 4.5 or more for the convolution itself.
  *
+ * Between two such convolutions the value stays in the tiles' layout,
+ * "blocked" [C/vw][H][W][vw] (the plan decides, codegen_plan.c): the tiles
+ * are the output, the epilogue runs in place without transposes (the
+ * residual is blocked too), and the next convolution packs whole vectors
+ * into blocked phases, [C/vw][phase][PHs][PWs][vw], broadcasting from
+ * them with a stride of vw floats between positions.
+ *
  * A team of threads splits the row tiles: each thread packs the whole
  * input into its own scratch and transposes the rows it computed. */
 #include "codegen_conv.h"
@@ -37,7 +44,7 @@
  * at pixel x reads the column tap k' reads at pixel x + qx[k] - qx[k']). */
 typedef struct {
     int n, t[16];               /* taps ky*KW + kx */
-    int64_t base, qx[16];       /* tap t reads position + base + qx */
+    int64_t phase, qy, qx[16];  /* tap t reads phase plane `phase`, position + qy*PWs + qx */
 } tap_group;
 
 static int tap_groups(const conv_geom *g, tap_group *grp)
@@ -51,7 +58,7 @@ static int tap_groups(const conv_geom *g, tap_group *grp)
                 int64_t Y = (int64_t)ky * g->DH, X = (int64_t)kx * g->DW;
                 if (X % g->SW != px)
                     continue;
-                gr->base = ((Y % g->SH) * g->SW + px) * g->C * g->plane + (Y / g->SH) * g->PWs;
+                gr->phase = (Y % g->SH) * g->SW + px, gr->qy = Y / g->SH;
                 gr->t[gr->n] = ky * g->KW + kx;
                 gr->qx[gr->n++] = X / g->SW;
             }
@@ -126,15 +133,64 @@ bool cg_conv_packs_weights(int vw, const ntc_node *n, const ntc_shape *in, const
     if ((n->op != NTC_OP_conv2d && n->op != NTC_OP_fused_conv2d) || vw < 8)
         return false;
     int64_t C = in->dims[1], F = out->dims[1];
-    /* With few input channels a step has few FMAs per pixel to pay for the
-     * transpose; codegen_conv.c's kernel is as good there (the stem). */
-    return F % vw == 0 && C * n->a.kernel[0] * n->a.kernel[1] >= 36;
+    /* With fewer than 16 weights per filter (the stem: 9) a pixel has too
+     * few FMAs to pay for the transpose; codegen_conv.c's kernel is as
+     * good there.  16 takes in the 1x1 shortcuts of 16 channels, so that
+     * the values around them can stay blocked. */
+    return F % vw == 0 && C * n->a.kernel[0] * n->a.kernel[1] >= 16;
+}
+
+/* Floats of the packed input: NCHW phases as codegen_conv.c sizes them;
+ * blocked ones hold the same data, vw floats per position, and reads run
+ * past the last plane by at most a row and the widest column shift. */
+static int64_t phases_floats(const conv_geom *g, int vw)
+{
+    int64_t blocked = g->n_phases * g->C * g->plane + (g->PWs + (int64_t)(g->KW - 1) * g->DW + 1) * vw;
+    return ceil_div(g->phases_floats > blocked ? g->phases_floats : blocked, 16) * 16;
 }
 
 int64_t conv_oc_scratch(const conv_geom *g, int vw)
 {
-    /* the phases, then the tiles and a block of read slack after them */
-    return ceil_div(g->phases_floats, 16) * 16 + g->F * g->OH * g->OW + (int64_t)vw * vw;
+    /* the phases (either layout), then the tiles and a block of read slack */
+    return phases_floats(g, vw) + g->F * g->OH * g->OW + (int64_t)vw * vw;
+}
+
+/* The blocked pack: phases[((cb*n_phases + phase)*plane + y*PWs + x)*vw +
+ * lane] = padded input channel cb*vw + lane, read from the blocked input
+ * in[((cb*H + iy)*W + ix)*vw + lane]: zero everything, then copy the
+ * pixels inside the input a vector each. */
+static void emit_pack_blocked(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
+{
+    const int vw = c->vw;
+    int64_t total = g->n_phases * g->C * g->plane + (g->PWs + (int64_t)(g->KW - 1) * g->DW + 1) * vw;
+    LLVMValueRef zero = LLVMConstNull(c->vec);
+    cg_loop z = cg_for(c, cg_i64(c, 0), cg_i64(c, ceil_div(total, vw) * vw), vw, "z");
+    cg_vstore(c, zero, phases, z.iv);
+    cg_end(c, &z);
+    cg_loop cb = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C / vw), 1, "cb");
+    for (int py = 0; py < g->SH; py++)
+        for (int px = 0; px < g->SW; px++) {
+            int64_t y_lo, y_hi, x_lo, x_hi, phase = (int64_t)py * g->SW + px;
+            conv_inside(g->PHs, g->SH, py, g->PT, g->H, &y_lo, &y_hi);
+            conv_inside(g->PWs, g->SW, px, g->PL, g->W, &x_lo, &x_hi);
+            if (y_lo >= y_hi || x_lo >= x_hi)
+                continue;
+            LLVMValueRef dst = cg_mul(c, cg_add(c, cg_mul(c, cb.iv, cg_i64(c, g->n_phases)), cg_i64(c, phase)),
+                                      cg_i64(c, g->plane));
+            LLVMValueRef src = cg_mul(c, cb.iv, cg_i64(c, g->H));
+            cg_loop y = cg_for(c, cg_i64(c, y_lo), cg_i64(c, y_hi), 1, "y");
+            /* input row iy = y*SH + py - PT, column ix = x*SW + px - PL */
+            LLVMValueRef iy = cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->SH)), cg_i64(c, py - g->PT));
+            LLVMValueRef in_row = cg_mul(c, cg_add(c, src, iy), cg_i64(c, g->W));
+            LLVMValueRef out_row = cg_add(c, dst, cg_mul(c, y.iv, cg_i64(c, g->PWs)));
+            cg_loop x = cg_for(c, cg_i64(c, x_lo), cg_i64(c, x_hi), 1, "x");
+            LLVMValueRef ix = cg_add(c, cg_mul(c, x.iv, cg_i64(c, g->SW)), cg_i64(c, px - g->PL));
+            LLVMValueRef v = cg_vload(c, in, cg_mul(c, cg_add(c, in_row, ix), cg_i64(c, vw)));
+            cg_vstore(c, v, phases, cg_mul(c, cg_add(c, out_row, x.iv), cg_i64(c, vw)));
+            cg_end(c, &x);
+            cg_end(c, &y);
+        }
+    cg_end(c, &cb);
 }
 
 /* One tile: filter blocks fb0..fb0+nv-1, output rows oy0..oy0+rb-1,
@@ -146,6 +202,11 @@ int64_t conv_oc_scratch(const conv_geom *g, int vw)
 static void emit_oc_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRef phases, LLVMValueRef tiles,
                          LLVMValueRef fb0, int nv, LLVMValueRef oy0, int rb, LLVMValueRef ox0, int xb)
 {
+    /* Input position p of channel ch in the phases: NCHW ch*plane + p;
+     * blocked ((ch/vw)*n_phases*plane + p)*vw + ch%vw.  cs: floats from
+     * one position to the next, ps: from one phase plane to the next. */
+    const bool blk = nd->in_blocked;
+    const int64_t cs = blk ? c->vw : 1, ps = blk ? g->plane * c->vw : g->C * g->plane;
     const int KK = g->KH * g->KW, vw = c->vw, px = rb * xb;
     tap_group grp[64];
     int n_grp = tap_groups(g, grp);
@@ -162,7 +223,13 @@ static void emit_oc_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValue
     LLVMValueRef acc[CG_MAX_CARRY];
     for (int k = 0; k < nv * px; k++)
         acc[k] = ch.carry[k];
-    LLVMValueRef in_c = cg_add(c, cg_mul(c, ch.iv, cg_i64(c, g->plane)), p0);
+    LLVMValueRef in_c;
+    if (blk) {
+        LLVMValueRef cb = LLVMBuildSDiv(c->b, ch.iv, cg_i64(c, vw), ""), lane = LLVMBuildSRem(c->b, ch.iv, cg_i64(c, vw), "");
+        in_c = cg_add(c, cg_mul(c, cg_add(c, cg_mul(c, cb, cg_i64(c, g->n_phases * g->plane)), p0), cg_i64(c, vw)), lane);
+    } else {
+        in_c = cg_add(c, cg_mul(c, ch.iv, cg_i64(c, g->plane)), p0);
+    }
     /* packed weight[((fb*C + c)*KK + t)*vw + lane] */
     LLVMValueRef w_c = cg_mul(c, cg_add(c, cg_mul(c, fb0, cg_i64(c, g->C)), ch.iv), cg_i64(c, (int64_t)KK * vw));
     for (int gi = 0; gi < n_grp; gi++) {
@@ -178,13 +245,14 @@ static void emit_oc_tile(cg *c, const conv_geom *g, const cg_node *nd, LLVMValue
         for (int r = 0; r < rb; r++)
             for (int64_t j = q_lo; j < xb + q_hi; j++) {
                 /* input column j (relative to ox0) of row r */
+                int64_t at = gr->phase * ps + ((gr->qy + r) * g->PWs + j) * cs;
                 LLVMValueRef s = NULL;
                 for (int k = 0; k < gr->n; k++) {
                     int64_t x = j - gr->qx[k];
                     if (x < 0 || x >= xb)
                         continue;
                     if (!s)
-                        s = cg_splat(c, cg_load(c, phases, cg_add(c, in_c, cg_i64(c, gr->base + r * g->PWs + j))));
+                        s = cg_splat(c, cg_load(c, phases, cg_add(c, in_c, cg_i64(c, at))));
                     for (int v = 0; v < nv; v++)
                         acc[v * px + r * xb + x] = cg_fmuladd(c, w[k * nv + v], s, acc[v * px + r * xb + x]);
                 }
@@ -222,12 +290,12 @@ static void emit_oc_row(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueR
 static LLVMValueRef oc_core(cg *c, const cg_node *nd, const conv_geom *g)
 {
     for (int i = 0; i < c->n_cores; i++)
-        if (cg_same_node_code(c->g, c->core_node[i], nd->n))
+        if (c->core_blocked[i] == nd->in_blocked && cg_same_node_code(c->g, c->core_node[i], nd->n))
             return c->core_fn[i];
     int n_args = nd->par[1] ? 7 : 6;
     LLVMTypeRef args[7] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr, c->ptr};
     char name[32];
-    snprintf(name, sizeof name, "conv.oc%d", c->n_cores);
+    snprintf(name, sizeof name, nd->in_blocked ? "conv.ocb%d" : "conv.oc%d", c->n_cores);
     LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_function_attrs(c, fn);
@@ -246,7 +314,10 @@ static LLVMValueRef oc_core(cg *c, const cg_node *nd, const conv_geom *g)
     core.in[0] = LLVMGetParam(fn, 2);
     core.par[0] = LLVMGetParam(fn, 5);
     core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
-    conv_emit_pack(c, g, core.in[0], phases);
+    if (nd->in_blocked)
+        emit_pack_blocked(c, g, core.in[0], phases);
+    else
+        conv_emit_pack(c, g, core.in[0], phases);
     /* Filter blocks outside, rows inside: a block's weights stay in cache
      * while the rows pass; the last row tile may be shorter (0 or 1 trips
      * of its loop, taken by the thread whose part holds it). */
@@ -266,7 +337,7 @@ static LLVMValueRef oc_core(cg *c, const cg_node *nd, const conv_geom *g)
     c->fn = caller;
     LLVMPositionBuilderAtEnd(c->b, at);
     if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0]))
-        c->core_node[c->n_cores] = nd->n, c->core_fn[c->n_cores++] = fn;
+        c->core_node[c->n_cores] = nd->n, c->core_blocked[c->n_cores] = nd->in_blocked, c->core_fn[c->n_cores++] = fn;
     return fn;
 }
 
@@ -295,7 +366,8 @@ static void transpose(cg *c, LLVMValueRef *v)
 int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g)
 {
     const int vw = c->vw;
-    LLVMValueRef tiles = cg_gep(c, nd->scratch, cg_i64(c, ceil_div(g->phases_floats, 16) * 16));
+    /* a blocked output is the tiles' own layout: they go straight there */
+    LLVMValueRef tiles = nd->out_blocked ? nd->out : cg_gep(c, nd->scratch, cg_i64(c, phases_floats(g, vw)));
     LLVMValueRef core = oc_core(c, nd, g);
     LLVMValueRef t_lo, t_hi;
     conv_team_part(c, nd, ceil_div(g->OH, g->RB), &t_lo, &t_hi);
@@ -318,21 +390,52 @@ int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g)
         gain = LLVMBuildFDiv(c->b, cg_vload(c, nd->bn_par[0], f0), sd, "");
         shift = LLVMBuildFSub(c->b, cg_vload(c, nd->bn_par[1], f0), cg_fmul(c, cg_vload(c, nd->bn_par[2], f0), gain), "");
     }
+    if (nd->out_blocked) {
+        if (!nd->bn && !nd->residual && !nd->relu) {
+            cg_end(c, &fb);   /* an empty loop, removed by the optimiser */
+            return 0;
+        }
+        /* in place, a pixel's vw channels at a time; the residual is
+         * blocked too */
+        cg_loop q = cg_for(c, q_lo, q_hi, 1, "q");
+        LLVMValueRef at = cg_mul(c, cg_add(c, cg_mul(c, fb.iv, cg_i64(c, plane_out)), q.iv), cg_i64(c, vw));
+        LLVMValueRef x = cg_vload(c, nd->out, at);
+        if (gain)
+            x = cg_fadd(c, cg_fmul(c, x, gain), shift, false);
+        if (nd->residual)
+            x = cg_fadd(c, x, cg_vload(c, nd->residual, at), false);
+        if (nd->relu)
+            x = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, zero, ""), x, zero, "");
+        cg_vstore(c, x, nd->out, at);
+        cg_end(c, &q);
+        cg_end(c, &fb);
+        return 0;
+    }
     cg_loop q = cg_for(c, q_lo, q_hi, vw, "q");
     LLVMValueRef v[64];
     LLVMValueRef src = cg_mul(c, cg_add(c, cg_mul(c, fb.iv, cg_i64(c, plane_out)), q.iv), cg_i64(c, vw));
+    LLVMValueRef res = nd->res_blocked ? cg_mul(c, cg_add(c, cg_mul(c, fb.iv, cg_i64(c, plane_out)), q.iv), cg_i64(c, vw))
+                                       : NULL;
+    LLVMValueRef left = LLVMBuildSub(c->b, q_hi, q.iv, "");
     for (int j = 0; j < vw; j++) {
         /* pixels past q_hi read the slack or other rows: masked off below */
         v[j] = cg_vload(c, tiles, cg_add(c, src, cg_i64(c, (int64_t)j * vw)));
         if (gain)
             v[j] = cg_fadd(c, cg_fmul(c, v[j], gain), shift, false);
+        if (res) {
+            /* a blocked residual is added before the transpose (pixel j
+             * exists when j < q_hi - q) */
+            LLVMValueRef all = LLVMBuildICmp(c->b, LLVMIntSGT, left, cg_i64(c, j), "");
+            LLVMValueRef m = cg_lane_mask(c, 0, cg_i64(c, 0), LLVMBuildSelect(c->b, all, cg_i64(c, vw), cg_i64(c, 0), ""));
+            v[j] = cg_fadd(c, v[j], cg_vload_masked(c, nd->residual, cg_add(c, res, cg_i64(c, (int64_t)j * vw)), m), false);
+        }
     }
     transpose(c, v);
-    LLVMValueRef mask = cg_lane_mask(c, 0, cg_i64(c, 0), LLVMBuildSub(c->b, q_hi, q.iv, ""));
+    LLVMValueRef mask = cg_lane_mask(c, 0, cg_i64(c, 0), left);
     for (int l = 0; l < vw; l++) {
         LLVMValueRef at = cg_add(c, cg_mul(c, cg_add(c, f0, cg_i64(c, l)), cg_i64(c, plane_out)), q.iv);
         LLVMValueRef x = v[l];
-        if (nd->residual)
+        if (nd->residual && !res)
             x = cg_fadd(c, x, cg_vload_masked(c, nd->residual, at, mask), false);
         if (nd->relu)
             x = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, zero, ""), x, zero, "");

@@ -124,6 +124,59 @@ static void make_steps(const ntc_graph *g, const int *all, int n_all, const bool
     }
 }
 
+static bool step_is_oc(const cg *c, const ntc_graph *g, const cg_step *st)
+{
+    const ntc_node *h = &g->nodes[st->head];
+    return cg_conv_packs_weights(c->vw, h, &g->values[h->in[0]].shape, &g->values[h->out].shape);
+}
+
+/* The value step st adds as its residual (fused chains: st->residual;
+ * fused_conv2d: its input 1), or -1. */
+int cg_step_residual(const ntc_graph *g, const cg_step *st)
+{
+    const ntc_node *h = &g->nodes[st->head];
+    if (st->residual >= 0)
+        return st->residual;
+    return h->op == NTC_OP_fused_conv2d && h->n_in == 2 ? h->in[1] : -1;
+}
+
+/* Which values stay blocked, [C/vw][H][W][vw]: those an output-channel
+ * convolution step writes (its tiles are that layout) and only such steps
+ * read, as the convolution's input or as a residual -- never the graph
+ * output.  Between two such convolutions this saves the transposes to NCHW
+ * and back (the pack of a blocked input copies whole vectors).  A step
+ * whose output is NCHW adds a blocked residual before its transpose; one
+ * whose output is blocked needs a blocked residual.  From every candidate,
+ * readers that need NCHW clear values until nothing changes. */
+static void plan_layouts(const cg *c, const ntc_graph *g, int output, cg_plan *p)
+{
+    for (int v = 0; v < g->n_values; v++)
+        p->blocked[v] = false;
+    for (int s = 0; s < p->n_steps; s++) {
+        int out = g->nodes[p->steps[s].tail].out;
+        if (out != output && step_is_oc(c, g, &p->steps[s]))
+            p->blocked[out] = true;
+    }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int s = 0; s < p->n_steps; s++) {
+            const cg_step *st = &p->steps[s];
+            const ntc_node *h = &g->nodes[st->head];
+            bool oc = step_is_oc(c, g, st);
+            int res = cg_step_residual(g, st), out = g->nodes[st->tail].out;
+            for (int j = 0; j < h->n_in; j++)
+                if (!oc && p->blocked[h->in[j]])
+                    p->blocked[h->in[j]] = false, changed = true;
+            if (oc && h->op == NTC_OP_fused_conv2d && h->n_in > 2)
+                for (int j = 2; j < h->n_in; j++)
+                    if (p->blocked[h->in[j]])
+                        p->blocked[h->in[j]] = false, changed = true;
+            if (res >= 0 && p->blocked[out] && !p->blocked[res])
+                p->blocked[out] = false, changed = true;
+        }
+    }
+}
+
 int cg_make_plan(const cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_err *err)
 {
     int nv = g->n_values, nn = g->n_nodes;
@@ -136,9 +189,10 @@ int cg_make_plan(const cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_er
     p->steps = ntc_malloc(sizeof(cg_step) * ((size_t)nn + 1));
     p->offset = ntc_malloc(sizeof(int64_t) * ((size_t)nv + 1));
     p->scratch_off = ntc_malloc(sizeof(int64_t) * ((size_t)nn + 1));
+    p->blocked = ntc_malloc(sizeof(bool) * ((size_t)nv + 1));
     int rc = -1;
     if (!all || !member || !chain || !needed || !first || !last || !t || !busy || !p->steps || !p->offset ||
-        !p->scratch_off) {
+        !p->scratch_off || !p->blocked) {
         ntc_error(err, g->path, 0, "out of memory planning code generation");
         goto out;
     }
@@ -155,6 +209,7 @@ int cg_make_plan(const cg *c, const ntc_graph *g, int output, cg_plan *p, ntc_er
                 needed[n->in[j]] = true;
     }
     make_steps(g, all, n_all, needed, output, member, chain, p);
+    plan_layouts(c, g, output, p);
 
     /* Lifetimes: a step reads its head's inputs and the residual and
      * writes its tail's output; values inside a chain get no buffer. */
@@ -198,4 +253,5 @@ void cg_plan_free(cg_plan *p)
     ntc_free(p->steps);
     ntc_free(p->offset);
     ntc_free(p->scratch_off);
+    ntc_free(p->blocked);
 }

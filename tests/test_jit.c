@@ -510,7 +510,7 @@ START_TEST(team_split)
 END_TEST
 
 /* The output-channel kernel (codegen_conv_oc.c: filter counts a multiple
- * of the vector width, at least 36 weights per filter): random input
+ * of the vector width, at least 16 weights per filter): random input
  * channels, kernels 1..5, strides 1..3, dilations, asymmetric pads, with
  * the epilogues it fuses (batchnorm, relu, a residual add), at the host's
  * width and at 8 floats (AVX2: 16 registers), on one thread and on a team
@@ -557,7 +557,7 @@ START_TEST(conv_channel_vectors)
         ntc_err err = {0};
         ntc_jit *j = ntc_jit_compile(g, &err);
         ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
-        bool oc = strstr(ntc_jit_ir(j), "conv.oc") != NULL, want = C * a->kernel[0] * a->kernel[1] >= 36;
+        bool oc = strstr(ntc_jit_ir(j), "conv.oc") != NULL, want = C * a->kernel[0] * a->kernel[1] >= 16;
         ck_assert_msg(oc == want, "%s: output-channel kernel %s", what, oc ? "used" : "not used");
         oc_seen += oc;
         ntc_jit_free(j);
@@ -569,6 +569,59 @@ START_TEST(conv_channel_vectors)
     }
     ck_assert_int_ge(oc_seen, 4);
     unsetenv("NTC_JIT_VECTOR_WIDTH");
+    unsetenv("NTC_JIT_KEEP_IR");
+}
+END_TEST
+
+/* Values between output-channel convolutions stay blocked (see
+ * plan_layouts in codegen_plan.c).  A chain where they do: a blocked
+ * convolution input (conv.ocb in the IR), blocked residuals into blocked
+ * and into NCHW outputs, an NCHW residual (the graph input) forcing an
+ * NCHW output, a stride-2 and a 1x1 convolution; and with `side` a
+ * three-input add reading three of those values, which must then be NCHW
+ * for it.  JIT vs naive loops vs interpreter, on one thread and a team. */
+static ntc_graph *blocked_chain(bool side)
+{
+    int x;
+    ntc_graph *g = input_graph("N,32,9,9", &x);
+    int r0 = out_of(g, node1(g, NTC_OP_relu, "r0", out_of(g, conv(g, "c0", x, 32, 3, 1, 1, true))));
+    int in0[2] = {out_of(g, conv(g, "c1", r0, 32, 3, 1, 1, false)), x};   /* residual: the input, NCHW */
+    int v1 = out_of(g, ntc_graph_add_node(g, NTC_OP_add, "a1", in0, 2, -1));
+    int c2 = out_of(g, batchnorm(g, "bn2", out_of(g, conv(g, "c2", v1, 32, 3, 1, 1, true))));
+    int in2[2] = {c2, v1};
+    int v2 = out_of(g, node1(g, NTC_OP_relu, "r2", out_of(g, ntc_graph_add_node(g, NTC_OP_add, "a2", in2, 2, -1))));
+    int v3 = out_of(g, node1(g, NTC_OP_relu, "r3", out_of(g, conv(g, "c3", v2, 32, 1, 1, 0, false))));
+    int in4[2] = {out_of(g, conv(g, "c4", v3, 32, 3, 1, 1, false)), v2};
+    int v4 = out_of(g, ntc_graph_add_node(g, NTC_OP_add, "a4", in4, 2, -1));
+    if (side) {
+        int three[3] = {v4, v1, v3};
+        v4 = out_of(g, ntc_graph_add_node(g, NTC_OP_add, "side", three, 3, -1));
+    }
+    int y = out_of(g, conv(g, "c5", v4, 64, 3, 2, 1, true));
+    int in6[2] = {out_of(g, conv(g, "c6", y, 64, 3, 1, 1, false)), y};
+    ntc_graph_add_output(g, "y", out_of(g, ntc_graph_add_node(g, NTC_OP_add, "a6", in6, 2, -1)));
+    fill_params(g, side ? 91u : 92u);
+    return g;
+}
+
+START_TEST(conv_blocked_layouts)
+{
+    setenv("NTC_JIT_KEEP_IR", "1", 1);
+    for (int side = 0; side < 2; side++) {
+        ntc_graph *g = blocked_chain(side);
+        ntc_err err = {0};
+        ntc_jit *j = ntc_jit_compile(g, &err);
+        ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+        /* c1, c3, c4, c6 read blocked values without the side add; with it
+         * c2, c3 and c5 read NCHW ones (c4's and c6's inputs stay blocked) */
+        ck_assert_msg(strstr(ntc_jit_ir(j), "conv.ocb") != NULL, "no convolution reads a blocked input");
+        ntc_jit_free(j);
+        check_graph(g, 2, side ? "blocked chain with a side reader" : "blocked chain");
+        setenv("NTC_JIT_THREADS", "3", 1);
+        check_calls(g, 1, 2, side ? "team, blocked chain with a side reader" : "team, blocked chain");
+        unsetenv("NTC_JIT_THREADS");
+        ntc_graph_free(g);
+    }
     unsetenv("NTC_JIT_KEEP_IR");
 }
 END_TEST
@@ -1090,6 +1143,7 @@ int main(void)
     tcase_add_test(tc, conv_padding_layouts);
     tcase_add_loop_test(tc, conv_narrow_vectors, 0, 2);
     tcase_add_loop_test(tc, conv_channel_vectors, 0, 2);
+    tcase_add_test(tc, conv_blocked_layouts);
     tcase_add_loop_test(tc, pool_random, 0, 3);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);
