@@ -58,6 +58,20 @@ struct NTC_TASK(task) {
      * slower is timed again (see choose_team). */
     double team_s, solo_s;
     unsigned long small_calls, next_probe, probe_gap;
+    /* The workers (threads - 1, started by the first run that needs them)
+     * and the job they share; see the pool below. */
+    pthread_t worker[64];
+    int n_workers;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    atomic_ulong generation;
+    atomic_int pending;
+    int quit;
+    void (*job)(struct NTC_TASK(task) *, int tid, int n);
+    const float *input;
+    float *output;
+    int64_t batch;
+    int job_threads;
 };
 
 static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -115,10 +129,145 @@ static uint64_t fnv(uint64_t h, const unsigned char *b, uint64_t n)
     return h;
 }
 
+/* ---- the pool --------------------------------------------------------------
+ * The same fork/join pool as libntc's (runtime/pool.c), repeated because a
+ * task links no libntc: thread 0 is the caller, workers wait for a new
+ * generation by spinning SPIN_NS with pause, then on a condition variable
+ * (a sleeping worker's CPU goes idle, and waking an idle vCPU took 0.1-0.7
+ * ms on the machines ntc is measured on: a whole batch-64 pass); starting
+ * a thread per run cost as much. */
+
+enum { SPIN_NS = 2000000 };
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spins up to SPIN_NS until done(arg, value) holds. */
+static void spin(int (*done)(struct NTC_TASK(task) *, unsigned long), struct NTC_TASK(task) *t, unsigned long value)
+{
+    int64_t until = 0;
+    for (int i = 0; !done(t, value); i++) {
+        relax();
+        if ((i & 255) == 0) {
+            int64_t now = now_ns();
+            if (!until)
+                until = now + SPIN_NS;
+            else if (now > until)
+                return;
+        }
+    }
+}
+
+static int new_generation(struct NTC_TASK(task) *t, unsigned long seen)
+{
+    return atomic_load_explicit(&t->generation, memory_order_acquire) != seen;
+}
+
+static int all_done(struct NTC_TASK(task) *t, unsigned long unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&t->pending, memory_order_acquire) == 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct NTC_TASK(task) *t = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&t->mu);
+    int tid = ++t->n_workers;   /* 1.. in start order */
+    for (;;) {
+        if (!t->quit && t->generation == seen) {
+            pthread_mutex_unlock(&t->mu);
+            spin(new_generation, t, seen);
+            pthread_mutex_lock(&t->mu);
+        }
+        while (!t->quit && t->generation == seen)
+            pthread_cond_wait(&t->wake, &t->mu);
+        if (t->quit)
+            break;
+        seen = t->generation;
+        int n = t->job_threads;
+        pthread_mutex_unlock(&t->mu);
+        if (tid < n)
+            t->job(t, tid, n);
+        pthread_mutex_lock(&t->mu);
+        if (--t->pending == 0)
+            pthread_cond_signal(&t->done);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* Starts the workers once; returns how many threads a job can use (1 if
+ * none could start). */
+static int start_workers(struct NTC_TASK(task) *t)
+{
+    const int max = (int)(sizeof t->worker / sizeof t->worker[0]);
+    if (t->n_workers || t->threads < 2)
+        return t->n_workers + 1;
+    int want = t->threads - 1 > max ? max : t->threads - 1, started = 0;
+    while (started < want && pthread_create(&t->worker[started], NULL, worker_main, t) == 0)
+        started++;
+    /* wait until each has taken its number (n_workers counts them) */
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        int n = t->n_workers;
+        pthread_mutex_unlock(&t->mu);
+        if (n == started)
+            break;
+        sched_yield();
+    }
+    return started + 1;
+}
+
+/* Runs job(t, tid, n) for tid = 0..n-1 on the caller and n - 1 workers. */
+static void run_job(struct NTC_TASK(task) *t, void (*job)(struct NTC_TASK(task) *, int, int), int n)
+{
+    if (n <= 1) {
+        job(t, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->job = job, t->job_threads = n;
+    t->pending = t->n_workers;
+    t->generation++;
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->mu);
+    job(t, 0, n);
+    spin(all_done, t, 0);
+    pthread_mutex_lock(&t->mu);
+    while (t->pending)
+        pthread_cond_wait(&t->done, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
 void NTC_TASK(destroy)(struct NTC_TASK(task) *t)
 {
     if (!t)
         return;
+    if (t->n_workers) {
+        pthread_mutex_lock(&t->mu);
+        t->quit = 1;
+        t->generation++;
+        pthread_cond_broadcast(&t->wake);
+        pthread_mutex_unlock(&t->mu);
+        for (int i = 0; i < t->n_workers; i++)
+            pthread_join(t->worker[i], NULL);
+    }
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->wake);
+    pthread_cond_destroy(&t->done);
     for (int f = 0; f < 2; f++)
         if (t->map[f])
             munmap(t->map[f], t->len[f]);
@@ -134,6 +283,9 @@ struct NTC_TASK(task) *NTC_TASK(create)(const char *task_weights, const char *un
         say(err, errlen, "%s: out of memory", TASK_NAME);
         return NULL;
     }
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->wake, NULL);
+    pthread_cond_init(&t->done, NULL);
     const char *given[2] = {task_weights, universal_weights};
     for (int f = 0; f < 2; f++) {
         char *path = given[f] ? strdup(given[f]) : beside_me(task_files[f]);
@@ -178,21 +330,13 @@ struct NTC_TASK(task) *NTC_TASK(create)(const char *task_weights, const char *un
     return t;
 }
 
-typedef struct {
-    struct NTC_TASK(task) *t;
-    const float *input;
-    float *output;
-    int64_t lo, hi;
-    int slot;
-} slice;
-
-static void *run_slice(void *arg)
+/* Slice tid of n of the batch, contiguous items, on workspace tid. */
+static void slice_job(struct NTC_TASK(task) *t, int tid, int n)
 {
-    slice *s = arg;
-    if (s->hi > s->lo)
-        ntc_task_run(s->t->params, s->input + s->lo * TASK_IN_NUMEL, s->output + s->lo * TASK_OUT_NUMEL,
-                     s->hi - s->lo, s->t->ws + (size_t)s->slot * (TASK_WS_FLOATS + 16));
-    return NULL;
+    int64_t lo = t->batch * tid / n, hi = t->batch * (tid + 1) / n;
+    if (hi > lo)
+        ntc_task_run(t->params, t->input + lo * TASK_IN_NUMEL, t->output + lo * TASK_OUT_NUMEL, hi - lo,
+                     t->ws + (size_t)tid * (TASK_WS_FLOATS + 16));
 }
 
 /* ---- batches smaller than the thread count --------------------------------
@@ -202,46 +346,14 @@ static void *run_slice(void *arg)
  * with more runnable threads than CPUs.  The same policy as ntc_jit_run
  * (compiler/jit.c), repeated here because a task links no libntc. */
 
-typedef struct {
-    struct NTC_TASK(task) *t;
-    const float *input;
-    float *output;
-    int64_t batch;
-    int tid, n;
-    atomic_int *gate;       /* 0: wait, 1: every member started, -1: not all could */
-} member;
-
-static void *team_member(void *arg)
+/* Member tid of a team of n, on every item in turn (values in thread 0's
+ * workspace, scratch in its own). */
+static void team_job(struct NTC_TASK(task) *t, int tid, int n)
 {
-    member *m = arg;
-    int go;
-    while ((go = atomic_load(m->gate)) == 0)
-        sched_yield();
-    float *own = m->t->ws + (size_t)m->tid * (TASK_WS_FLOATS + 16);
-    for (int64_t i = 0; go > 0 && i < m->batch; i++)
-        ntc_task_run_team(m->t->params, m->input + i * TASK_IN_NUMEL, m->output + i * TASK_OUT_NUMEL, m->t->ws, own,
-                          m->tid, m->n, m->t->barrier);
-    return NULL;
-}
-
-/* Runs the batch on a team of n threads; -1 (nothing run) if not every
- * thread could start. */
-static int run_team(struct NTC_TASK(task) *t, const float *input, int64_t batch, float *output, int n)
-{
-    atomic_int gate = 0;
-    member m[64];
-    pthread_t tid[64];
-    int started = 1;
-    for (int i = 0; i < n; i++)
-        m[i] = (member){t, input, output, batch, i, n, &gate};
-    while (started < n && pthread_create(&tid[started], NULL, team_member, &m[started]) == 0)
-        started++;
-    atomic_store(&gate, started == n ? 1 : -1);
-    if (started == n)
-        team_member(&m[0]);
-    for (int i = 1; i < started; i++)
-        pthread_join(tid[i], NULL);
-    return started == n ? 0 : -1;
+    float *own = t->ws + (size_t)tid * (TASK_WS_FLOATS + 16);
+    for (int64_t i = 0; i < t->batch; i++)
+        ntc_task_run_team(t->params, t->input + i * TASK_IN_NUMEL, t->output + i * TASK_OUT_NUMEL, t->ws, own, tid, n,
+                          t->barrier);
 }
 
 enum { PROBE_GAP = 16, PROBE_GAP_MAX = 4096 };
@@ -263,7 +375,11 @@ static void run_small(struct NTC_TASK(task) *t, const float *input, int64_t batc
             probe = 1, team = !team;
     }
     double t0 = seconds();
-    if (!team || run_team(t, input, batch, output, t->threads > 64 ? 64 : t->threads)) {
+    int n = team ? start_workers(t) : 1;
+    t->input = input, t->output = output, t->batch = batch;
+    if (n > 1) {
+        run_job(t, team_job, n);
+    } else {
         team = 0;
         ntc_task_run(t->params, input, output, batch, t->ws);
     }
@@ -285,22 +401,7 @@ int NTC_TASK(run)(struct NTC_TASK(task) *t, const float *input, int64_t batch, f
         run_small(t, input, batch, output);
         return 0;
     }
-    int n = batch < t->threads ? 1 : t->threads;
-    slice s[64];
-    pthread_t tid[64];
-    int started[64] = {0};
-    if (n > 64)
-        n = 64;
-    for (int i = 0; i < n; i++)
-        s[i] = (slice){t, input, output, batch * i / n, batch * (i + 1) / n, i};
-    for (int i = 1; i < n; i++)
-        started[i] = pthread_create(&tid[i], NULL, run_slice, &s[i]) == 0;
-    run_slice(&s[0]);
-    for (int i = 1; i < n; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        else
-            run_slice(&s[i]);  /* no thread: run it here */
-    }
+    t->input = input, t->output = output, t->batch = batch;
+    run_job(t, slice_job, batch > 1 ? start_workers(t) : 1);
     return 0;
 }
