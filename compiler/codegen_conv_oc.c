@@ -155,39 +155,53 @@ int64_t conv_oc_scratch(const conv_geom *g, int vw)
     return phases_floats(g, vw) + g->F * g->OH * g->OW + (int64_t)vw * vw;
 }
 
+/* dst[(lo..hi)*vw + lane] = 0: positions [lo, hi) of blocked phases. */
+static void emit_zero_positions(cg *c, LLVMValueRef dst, LLVMValueRef lo, LLVMValueRef hi)
+{
+    cg_loop z = cg_for(c, lo, hi, 1, "z");
+    cg_vstore(c, LLVMConstNull(c->vec), dst, cg_mul(c, z.iv, cg_i64(c, c->vw)));
+    cg_end(c, &z);
+}
+
 /* The blocked pack: phases[((cb*n_phases + phase)*plane + y*PWs + x)*vw +
  * lane] = padded input channel cb*vw + lane, read from the blocked input
- * in[((cb*H + iy)*W + ix)*vw + lane]: zero everything, then copy the
- * pixels inside the input a vector each. */
+ * in[((cb*H + iy)*W + ix)*vw + lane], a vector per position, every
+ * position written once (zeros where the padding is), then the read
+ * slack after the last plane zeroed. */
 static void emit_pack_blocked(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases)
 {
     const int vw = c->vw;
-    int64_t total = g->n_phases * g->C * g->plane + (g->PWs + (int64_t)(g->KW - 1) * g->DW + 1) * vw;
-    LLVMValueRef zero = LLVMConstNull(c->vec);
-    cg_loop z = cg_for(c, cg_i64(c, 0), cg_i64(c, ceil_div(total, vw) * vw), vw, "z");
-    cg_vstore(c, zero, phases, z.iv);
-    cg_end(c, &z);
+    int64_t planes = g->n_phases * (g->C / vw), slack = g->PWs + (int64_t)(g->KW - 1) * g->DW + 1;
+    emit_zero_positions(c, phases, cg_i64(c, planes * g->plane), cg_i64(c, planes * g->plane + slack));
     cg_loop cb = cg_for(c, cg_i64(c, 0), cg_i64(c, g->C / vw), 1, "cb");
     for (int py = 0; py < g->SH; py++)
         for (int px = 0; px < g->SW; px++) {
             int64_t y_lo, y_hi, x_lo, x_hi, phase = (int64_t)py * g->SW + px;
             conv_inside(g->PHs, g->SH, py, g->PT, g->H, &y_lo, &y_hi);
             conv_inside(g->PWs, g->SW, px, g->PL, g->W, &x_lo, &x_hi);
-            if (y_lo >= y_hi || x_lo >= x_hi)
-                continue;
+            if (x_lo >= x_hi)
+                y_lo = y_hi = 0;   /* no column holds input: all zeros */
+            /* the plane's first position */
             LLVMValueRef dst = cg_mul(c, cg_add(c, cg_mul(c, cb.iv, cg_i64(c, g->n_phases)), cg_i64(c, phase)),
                                       cg_i64(c, g->plane));
+            emit_zero_positions(c, phases, dst, cg_add(c, dst, cg_i64(c, y_lo * g->PWs)));
+            emit_zero_positions(c, phases, cg_add(c, dst, cg_i64(c, y_hi * g->PWs)),
+                                cg_add(c, dst, cg_i64(c, g->plane)));
+            if (y_lo >= y_hi)
+                continue;
             LLVMValueRef src = cg_mul(c, cb.iv, cg_i64(c, g->H));
             cg_loop y = cg_for(c, cg_i64(c, y_lo), cg_i64(c, y_hi), 1, "y");
             /* input row iy = y*SH + py - PT, column ix = x*SW + px - PL */
             LLVMValueRef iy = cg_add(c, cg_mul(c, y.iv, cg_i64(c, g->SH)), cg_i64(c, py - g->PT));
             LLVMValueRef in_row = cg_mul(c, cg_add(c, src, iy), cg_i64(c, g->W));
             LLVMValueRef out_row = cg_add(c, dst, cg_mul(c, y.iv, cg_i64(c, g->PWs)));
+            emit_zero_positions(c, phases, out_row, cg_add(c, out_row, cg_i64(c, x_lo)));
             cg_loop x = cg_for(c, cg_i64(c, x_lo), cg_i64(c, x_hi), 1, "x");
             LLVMValueRef ix = cg_add(c, cg_mul(c, x.iv, cg_i64(c, g->SW)), cg_i64(c, px - g->PL));
             LLVMValueRef v = cg_vload(c, in, cg_mul(c, cg_add(c, in_row, ix), cg_i64(c, vw)));
             cg_vstore(c, v, phases, cg_mul(c, cg_add(c, out_row, x.iv), cg_i64(c, vw)));
             cg_end(c, &x);
+            emit_zero_positions(c, phases, cg_add(c, out_row, cg_i64(c, x_hi)), cg_add(c, out_row, cg_i64(c, g->PWs)));
             cg_end(c, &y);
         }
     cg_end(c, &cb);
