@@ -285,48 +285,61 @@ static void emit_tiles(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueRe
     cg_end(c, &p);
 }
 
-/* The core: pack, then the p tiles [t_lo, t_hi) of every filter into
- * `tiles` (rows of stride tile_stride).
- *   void core(ptr tiles, ptr phases, ptr in, i64 t_lo, i64 t_hi, ptr weight[, ptr bias])
- * one per distinct convolution, whatever epilogue the callers fuse.  A
- * team of threads splits the tiles (each packs the whole input into its
- * own `phases`: O(C*H*W), cheaper than a barrier). */
-static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int64_t tile_stride)
+bool conv_core_begin(cg *c, const cg_node *nd, bool blocked, const char *prefix, conv_core_fn *k)
 {
     for (int i = 0; i < c->n_cores; i++)
-        if (!c->core_blocked[i] && cg_same_node_code(c->g, c->core_node[i], nd->n))
-            return c->core_fn[i];
+        if (c->core_blocked[i] == blocked && cg_same_node_code(c->g, c->core_node[i], nd->n)) {
+            k->fn = c->core_fn[i];
+            return false;
+        }
     int n_args = nd->par[1] ? 7 : 6;
     LLVMTypeRef args[7] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr, c->ptr};
     char name[32];
-    snprintf(name, sizeof name, "conv.core%d", c->n_cores);
-    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    cg_function_attrs(c, fn);
-    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+    snprintf(name, sizeof name, "%s%d", prefix, c->n_cores);
+    k->fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
+    LLVMSetLinkage(k->fn, LLVMInternalLinkage);
+    cg_function_attrs(c, k->fn);
+    cg_add_attr(c, k->fn, LLVMAttributeFunctionIndex, "noinline");
     for (int i = 0; i < n_args; i++)
         if (i != 3 && i != 4)
-            cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
+            cg_add_attr(c, k->fn, (unsigned)i + 1, "noalias");
+    k->caller = c->fn;
+    k->at = LLVMGetInsertBlock(c->b);
+    c->fn = k->fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, k->fn, "entry"));
+    k->core = *nd;
+    k->tiles = LLVMGetParam(k->fn, 0), k->phases = LLVMGetParam(k->fn, 1);
+    k->core.in[0] = LLVMGetParam(k->fn, 2);
+    k->t_lo = LLVMGetParam(k->fn, 3), k->t_hi = LLVMGetParam(k->fn, 4);
+    k->core.par[0] = LLVMGetParam(k->fn, 5);
+    k->core.par[1] = nd->par[1] ? LLVMGetParam(k->fn, 6) : NULL;
+    return true;
+}
 
-    LLVMValueRef caller = c->fn;
-    LLVMBasicBlockRef at = LLVMGetInsertBlock(c->b);
-    c->fn = fn;
-    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-    cg_node core = *nd;
-    LLVMValueRef tiles = LLVMGetParam(fn, 0), phases = LLVMGetParam(fn, 1);
-    core.in[0] = LLVMGetParam(fn, 2);
-    LLVMValueRef t_lo = LLVMGetParam(fn, 3), t_hi = LLVMGetParam(fn, 4);
-    core.par[0] = LLVMGetParam(fn, 5);
-    core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
-    conv_emit_pack(c, g, core.in[0], phases);
-    emit_tiles(c, g, &core, phases, tiles, tile_stride, t_lo, t_hi);
+void conv_core_end(cg *c, const cg_node *nd, bool blocked, conv_core_fn *k)
+{
     LLVMBuildRetVoid(c->b);
+    c->fn = k->caller;
+    LLVMPositionBuilderAtEnd(c->b, k->at);
+    if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0])) {
+        c->core_node[c->n_cores] = nd->n, c->core_blocked[c->n_cores] = blocked;
+        c->core_fn[c->n_cores++] = k->fn;
+    }
+}
 
-    c->fn = caller;
-    LLVMPositionBuilderAtEnd(c->b, at);
-    if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0]))
-        c->core_node[c->n_cores] = nd->n, c->core_blocked[c->n_cores] = false, c->core_fn[c->n_cores++] = fn;
-    return fn;
+/* The core: pack, then the p tiles [t_lo, t_hi) of every filter into
+ * `tiles` (rows of stride tile_stride).  A team of threads splits the
+ * tiles (each packs the whole input into its own `phases`: O(C*H*W),
+ * cheaper than a barrier). */
+static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int64_t tile_stride)
+{
+    conv_core_fn k;
+    if (conv_core_begin(c, nd, false, "conv.core", &k)) {
+        conv_emit_pack(c, g, k.core.in[0], k.phases);
+        emit_tiles(c, g, &k.core, k.phases, k.tiles, tile_stride, k.t_lo, k.t_hi);
+        conv_core_end(c, nd, false, &k);
+    }
+    return k.fn;
 }
 
 /* Part tid of n of [0, total): [total*tid/n, total*(tid+1)/n). */

@@ -30,6 +30,20 @@ int64_t conv_tap_offset(const conv_geom *g, int ky, int kx);
 void conv_inside(int64_t n, int s, int64_t phase, int64_t pad, int64_t size, int64_t *lo, int64_t *hi);
 /* Packs the input into the phase planes (see codegen_conv.c). */
 void conv_emit_pack(cg *c, const conv_geom *g, LLVMValueRef in, LLVMValueRef phases);
+/* A convolution's core function,
+ *   void core(ptr tiles, ptr phases, ptr in, i64 t_lo, i64 t_hi, ptr weight[, ptr bias])
+ * one per distinct convolution code and input layout, whatever epilogue
+ * the callers fuse.  conv_core_begin returns false with fn set when it
+ * exists; else it adds fn, moves the builder into it, gives its
+ * parameters (core: nd with in[0] and par[] replaced) and returns true;
+ * the caller emits the body and calls conv_core_end. */
+typedef struct {
+    LLVMValueRef fn, caller, tiles, phases, t_lo, t_hi;
+    LLVMBasicBlockRef at;
+    cg_node core;
+} conv_core_fn;
+bool conv_core_begin(cg *c, const cg_node *nd, bool blocked, const char *prefix, conv_core_fn *k);
+void conv_core_end(cg *c, const cg_node *nd, bool blocked, conv_core_fn *k);
 /* Part tid of nthreads of [0, total): [total*tid/n, total*(tid+1)/n). */
 void conv_team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi);
 

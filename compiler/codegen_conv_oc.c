@@ -298,61 +298,33 @@ static void emit_oc_row(cg *c, const conv_geom *g, const cg_node *nd, LLVMValueR
         emit_oc_tile(c, g, nd, phases, tiles, fb, g->NV, oy0, rb, cg_i64(c, full), (int)(g->OW - full));
 }
 
-/* The core: pack, then the row tiles [t_lo, t_hi) of every filter block.
- *   void core(ptr tiles, ptr phases, ptr in, i64 t_lo, i64 t_hi, ptr weight[, ptr bias])
- * shared by every convolution of the same code, as in codegen_conv.c. */
+/* The core: pack, then the row tiles [t_lo, t_hi) of every filter block
+ * (conv_core_begin's signature). */
 static LLVMValueRef oc_core(cg *c, const cg_node *nd, const conv_geom *g)
 {
-    for (int i = 0; i < c->n_cores; i++)
-        if (c->core_blocked[i] == nd->in_blocked && cg_same_node_code(c->g, c->core_node[i], nd->n))
-            return c->core_fn[i];
-    int n_args = nd->par[1] ? 7 : 6;
-    LLVMTypeRef args[7] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64, c->ptr, c->ptr};
-    char name[32];
-    snprintf(name, sizeof name, nd->in_blocked ? "conv.ocb%d" : "conv.oc%d", c->n_cores);
-    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(c->ctx), args, (unsigned)n_args, 0));
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    cg_function_attrs(c, fn);
-    cg_add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
-    for (int i = 0; i < n_args; i++)
-        if (i != 3 && i != 4)
-            cg_add_attr(c, fn, (unsigned)i + 1, "noalias");
-
-    LLVMValueRef caller = c->fn;
-    LLVMBasicBlockRef at = LLVMGetInsertBlock(c->b);
-    c->fn = fn;
-    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
-    cg_node core = *nd;
-    LLVMValueRef tiles = LLVMGetParam(fn, 0), phases = LLVMGetParam(fn, 1);
-    LLVMValueRef t_lo = LLVMGetParam(fn, 3), t_hi = LLVMGetParam(fn, 4);
-    core.in[0] = LLVMGetParam(fn, 2);
-    core.par[0] = LLVMGetParam(fn, 5);
-    core.par[1] = nd->par[1] ? LLVMGetParam(fn, 6) : NULL;
+    conv_core_fn k;
+    if (!conv_core_begin(c, nd, nd->in_blocked, nd->in_blocked ? "conv.ocb" : "conv.oc", &k))
+        return k.fn;
     if (nd->in_blocked)
-        emit_pack_blocked(c, g, core.in[0], phases);
+        emit_pack_blocked(c, g, k.core.in[0], k.phases);
     else
-        conv_emit_pack(c, g, core.in[0], phases);
+        conv_emit_pack(c, g, k.core.in[0], k.phases);
     /* Filter blocks outside, rows inside: a block's weights stay in cache
      * while the rows pass; the last row tile may be shorter (0 or 1 trips
      * of its loop, taken by the thread whose part holds it). */
     int64_t full = g->OH / g->RB;
     cg_loop fb = cg_for(c, cg_i64(c, 0), cg_i64(c, g->F / c->vw), g->NV, "fb");
-    cg_loop rt = cg_for(c, t_lo, cg_smin(c, t_hi, cg_i64(c, full)), 1, "rt");
-    emit_oc_row(c, g, &core, phases, tiles, fb.iv, cg_mul(c, rt.iv, cg_i64(c, g->RB)), g->RB);
+    cg_loop rt = cg_for(c, k.t_lo, cg_smin(c, k.t_hi, cg_i64(c, full)), 1, "rt");
+    emit_oc_row(c, g, &k.core, k.phases, k.tiles, fb.iv, cg_mul(c, rt.iv, cg_i64(c, g->RB)), g->RB);
     cg_end(c, &rt);
     if (g->OH > full * g->RB) {
-        cg_loop last = cg_for(c, cg_smax(c, t_lo, cg_i64(c, full)), t_hi, 1, "rt");
-        emit_oc_row(c, g, &core, phases, tiles, fb.iv, cg_i64(c, full * g->RB), (int)(g->OH - full * g->RB));
+        cg_loop last = cg_for(c, cg_smax(c, k.t_lo, cg_i64(c, full)), k.t_hi, 1, "rt");
+        emit_oc_row(c, g, &k.core, k.phases, k.tiles, fb.iv, cg_i64(c, full * g->RB), (int)(g->OH - full * g->RB));
         cg_end(c, &last);
     }
     cg_end(c, &fb);
-    LLVMBuildRetVoid(c->b);
-
-    c->fn = caller;
-    LLVMPositionBuilderAtEnd(c->b, at);
-    if (c->n_cores < (int)(sizeof c->core_fn / sizeof c->core_fn[0]))
-        c->core_node[c->n_cores] = nd->n, c->core_blocked[c->n_cores] = nd->in_blocked, c->core_fn[c->n_cores++] = fn;
-    return fn;
+    conv_core_end(c, nd, nd->in_blocked, &k);
+    return k.fn;
 }
 
 /* Transposes the vw x vw block v[row][lane] in place: log2(vw) rounds that
