@@ -1,6 +1,6 @@
 /* conv2d with vectors over output channels, for convolutions whose filter
- * count is a multiple of the vector width (every 3x3 convolution of a
- * ResNet after its stem).
+ * count is a multiple of the vector width and which have at least 16
+ * weights per filter (every convolution of a ResNet after its stem).
  *
  * codegen_conv.c vectorises over output positions: its vectors straddle
  * rows, so the columns a row's end wastes are computed too (7x7 maps fill
@@ -10,11 +10,12 @@
  *
  * 1. Pack the input into phase planes exactly as codegen_conv.c does
  *    (padding explicit, strides split into phases).
- * 2. A tile is nv filter vectors x RB output rows x XB output columns,
- *    held in registers and accumulated over input channels (a loop) and
- *    taps (unrolled): per step nv aligned weight vectors, one broadcast
- *    input scalar per pixel (folded into the FMA as a {1to16} memory
- *    operand) and nv*RB*XB FMAs.  Only real output pixels are computed.
+ * 2. A tile is nv filter vectors x XB output columns of one row (RB = 1,
+ *    see conv_oc_tile), held in registers and accumulated over input
+ *    channels (a loop) and taps (unrolled): per input channel and tap
+ *    group, the group's weight vectors, then one broadcast input scalar
+ *    per input column feeding every FMA that reads it.  Only real output
+ *    pixels are computed.
  *    The weights must be laid out [F/vw][C][KH][KW][vw] for that: the
  *    code generator hands this emitter a packed copy (ntc_cg_param_data),
  *    made once when the task is compiled, which is what the universal
@@ -22,14 +23,15 @@
  * 3. Tiles go to scratch as [F/vw][OH*OW][vw]; the epilogue reads vw
  *    pixels of one filter block, applies the batchnorm (a per-channel
  *    vector here), transposes the vw x vw block in registers, adds the
- *    residual, applies the relu and stores vw pixels of each channel into
- *    the NCHW output.  The transpose costs about a quarter cycle per
+ *    NCHW residual, applies the relu and stores vw pixels of each channel
+ *    into the NCHW output.  The transpose costs about a quarter cycle per
  *    output element against 4.5 or more for the convolution itself.
  *
  * Between two such convolutions the value stays in the tiles' layout,
  * "blocked" [C/vw][H][W][vw] (the plan decides, codegen_plan.c): the tiles
  * are the output, the epilogue runs in place without transposes (the
- * residual is blocked too), and the next convolution packs whole vectors
+ * residual is blocked too; a blocked residual of an NCHW output is added
+ * before the transpose), and the next convolution packs whole vectors
  * into blocked phases, [C/vw][phase][PHs][PWs][vw], broadcasting from
  * them with a stride of vw floats between positions.
  *
