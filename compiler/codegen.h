@@ -226,6 +226,9 @@ LLVMValueRef cg_fmuladd(cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc)
  * scalar or a vector. */
 LLVMValueRef cg_intrinsic1(cg *c, const char *name, LLVMValueRef x);
 LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b);
+/* max(x, 0) as the interpreter's relu computes it (x > 0 ? x : 0, so NaN
+ * gives 0), on a scalar or a vector. */
+LLVMValueRef cg_relu(cg *c, LLVMValueRef x);
 
 /* The team barrier: void sync(ptr state, i64 nthreads), emitted once per
  * module.  state: two i32 (arrivals, generation) shared by the team,

@@ -185,6 +185,12 @@ LLVMValueRef cg_maxnum(cg *c, LLVMValueRef a, LLVMValueRef b)
     return call_intrinsic(c, "llvm.maxnum", args, 2);
 }
 
+LLVMValueRef cg_relu(cg *c, LLVMValueRef x)
+{
+    LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
+    return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, zero, ""), x, zero, "");
+}
+
 /* Spins (pause on x86) before a waiter starts yielding its CPU. */
 #define CG_BARRIER_SPINS 2000
 

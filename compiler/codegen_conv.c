@@ -342,6 +342,28 @@ static LLVMValueRef conv_core(cg *c, const cg_node *nd, const conv_geom *g, int6
     return k.fn;
 }
 
+void conv_bn_affine(cg *c, const cg_node *nd, LLVMValueRef f, bool vector, LLVMValueRef *gain, LLVMValueRef *shift)
+{
+    *gain = *shift = NULL;
+    if (!nd->bn)
+        return;
+    LLVMValueRef (*load)(cg *, LLVMValueRef, LLVMValueRef) = vector ? cg_vload : cg_load;
+    LLVMValueRef eps = cg_f32(c, nd->bn->a.epsilon);
+    LLVMValueRef sd = cg_intrinsic1(c, "llvm.sqrt", cg_fadd(c, load(c, nd->bn_par[3], f), vector ? cg_splat(c, eps) : eps, false));
+    *gain = LLVMBuildFDiv(c->b, load(c, nd->bn_par[0], f), sd, "");
+    *shift = LLVMBuildFSub(c->b, load(c, nd->bn_par[1], f), cg_fmul(c, load(c, nd->bn_par[2], f), *gain), "");
+}
+
+LLVMValueRef conv_epilogue(cg *c, const cg_node *nd, LLVMValueRef x, LLVMValueRef gain, LLVMValueRef shift,
+                           LLVMValueRef res)
+{
+    if (gain)
+        x = cg_fadd(c, cg_fmul(c, x, gain), shift, false);
+    if (res)
+        x = cg_fadd(c, x, res, false);
+    return nd->relu ? cg_relu(c, x) : x;
+}
+
 /* Part tid of n of [0, total): [total*tid/n, total*(tid+1)/n). */
 void conv_team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi)
 {
@@ -378,15 +400,9 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
     LLVMValueRef oy_lo = LLVMBuildSDiv(c->b, p_lo, cg_i64(c, width), "");
     LLVMValueRef oy_hi = LLVMBuildSDiv(c->b, cg_add(c, p_hi, cg_i64(c, width - 1)), cg_i64(c, width), "");
     cg_loop fo = cg_for(c, cg_i64(c, 0), cg_i64(c, g.F), 1, "f");
-    LLVMValueRef gain = NULL, shift = NULL;
-    if (nd->bn) {
-        LLVMValueRef var = cg_load(c, nd->bn_par[3], fo.iv);
-        LLVMValueRef sd = cg_intrinsic1(c, "llvm.sqrt", cg_fadd(c, var, cg_f32(c, nd->bn->a.epsilon), false));
-        gain = LLVMBuildFDiv(c->b, cg_load(c, nd->bn_par[0], fo.iv), sd, "");
-        shift = LLVMBuildFSub(c->b, cg_load(c, nd->bn_par[1], fo.iv), cg_fmul(c, cg_load(c, nd->bn_par[2], fo.iv), gain), "");
-    }
+    LLVMValueRef gain, shift;
+    conv_bn_affine(c, nd, fo.iv, false, &gain, &shift);
     LLVMValueRef gain_v = gain ? cg_splat(c, gain) : NULL, shift_v = shift ? cg_splat(c, shift) : NULL;
-    LLVMValueRef zero = LLVMConstNull(c->vec);
     cg_loop oy = cg_for(c, oy_lo, oy_hi, 1, "oy");
     LLVMValueRef row0 = cg_mul(c, oy.iv, cg_i64(c, width));
     LLVMValueRef ox_lo = cg_smax(c, cg_i64(c, 0), LLVMBuildSub(c->b, p_lo, row0, ""));
@@ -398,13 +414,8 @@ int cg_emit_conv2d(cg *c, const cg_node *nd, ntc_err *err)
         LLVMValueRef mask = cg_lane_mask(c, x0, ox_lo, ox_hi);
         LLVMValueRef v = cg_vload_masked(c, tiles, cg_add(c, src, cg_i64(c, x0)), mask);
         LLVMValueRef at = cg_add(c, dst, cg_i64(c, x0));
-        if (nd->bn)
-            v = cg_fadd(c, cg_fmul(c, v, gain_v), shift_v, false);
-        if (nd->residual)
-            v = cg_fadd(c, v, cg_vload_masked(c, nd->residual, at, mask), false);
-        if (nd->relu)
-            v = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, zero, ""), v, zero, "");
-        cg_vstore_masked(c, v, nd->out, at, mask);
+        LLVMValueRef res = nd->residual ? cg_vload_masked(c, nd->residual, at, mask) : NULL;
+        cg_vstore_masked(c, conv_epilogue(c, nd, v, gain_v, shift_v, res), nd->out, at, mask);
     }
     cg_end(c, &oy);
     cg_end(c, &fo);

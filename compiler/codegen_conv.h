@@ -44,6 +44,14 @@ typedef struct {
 } conv_core_fn;
 bool conv_core_begin(cg *c, const cg_node *nd, bool blocked, const char *prefix, conv_core_fn *k);
 void conv_core_end(cg *c, const cg_node *nd, bool blocked, conv_core_fn *k);
+/* The fused batchnorm's affine form for the channels at f (one, or a
+ * vector of them): gain = gamma / sqrt(var + eps), shift = beta - mean *
+ * gain, as the interpreter's batchnorm computes them.  NULLs without bn. */
+void conv_bn_affine(cg *c, const cg_node *nd, LLVMValueRef f, bool vector, LLVMValueRef *gain, LLVMValueRef *shift);
+/* The fused epilogue on one vector of outputs: x * gain + shift (when
+ * gain), + res (when not NULL), relu (when nd->relu), in that order. */
+LLVMValueRef conv_epilogue(cg *c, const cg_node *nd, LLVMValueRef x, LLVMValueRef gain, LLVMValueRef shift,
+                           LLVMValueRef res);
 /* Part tid of nthreads of [0, total): [total*tid/n, total*(tid+1)/n). */
 void conv_team_part(cg *c, const cg_node *nd, int64_t total, LLVMValueRef *lo, LLVMValueRef *hi);
 

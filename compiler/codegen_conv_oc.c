@@ -367,17 +367,9 @@ int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g)
     int64_t plane_out = g->OH * g->OW;
     LLVMValueRef q_lo = cg_mul(c, cg_smin(c, cg_mul(c, t_lo, cg_i64(c, g->RB)), cg_i64(c, g->OH)), cg_i64(c, g->OW));
     LLVMValueRef q_hi = cg_mul(c, cg_smin(c, cg_mul(c, t_hi, cg_i64(c, g->RB)), cg_i64(c, g->OH)), cg_i64(c, g->OW));
-    LLVMValueRef zero = LLVMConstNull(c->vec);
     cg_loop fb = cg_for(c, cg_i64(c, 0), cg_i64(c, g->F / vw), 1, "fb");
-    LLVMValueRef f0 = cg_mul(c, fb.iv, cg_i64(c, vw)), gain = NULL, shift = NULL;
-    if (nd->bn) {
-        /* gain = gamma / sqrt(var + eps), shift = beta - mean * gain, for
-         * the block's vw channels at once */
-        LLVMValueRef sd = cg_intrinsic1(c, "llvm.sqrt", cg_fadd(c, cg_vload(c, nd->bn_par[3], f0),
-                                                                cg_splat(c, cg_f32(c, nd->bn->a.epsilon)), false));
-        gain = LLVMBuildFDiv(c->b, cg_vload(c, nd->bn_par[0], f0), sd, "");
-        shift = LLVMBuildFSub(c->b, cg_vload(c, nd->bn_par[1], f0), cg_fmul(c, cg_vload(c, nd->bn_par[2], f0), gain), "");
-    }
+    LLVMValueRef f0 = cg_mul(c, fb.iv, cg_i64(c, vw)), gain, shift;
+    conv_bn_affine(c, nd, f0, true, &gain, &shift);   /* the block's vw channels at once */
     if (nd->out_blocked) {
         if (!nd->bn && !nd->residual && !nd->relu) {
             cg_end(c, &fb);   /* an empty loop, removed by the optimiser */
@@ -387,14 +379,8 @@ int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g)
          * blocked too */
         cg_loop q = cg_for(c, q_lo, q_hi, 1, "q");
         LLVMValueRef at = cg_mul(c, cg_add(c, cg_mul(c, fb.iv, cg_i64(c, plane_out)), q.iv), cg_i64(c, vw));
-        LLVMValueRef x = cg_vload(c, nd->out, at);
-        if (gain)
-            x = cg_fadd(c, cg_fmul(c, x, gain), shift, false);
-        if (nd->residual)
-            x = cg_fadd(c, x, cg_vload(c, nd->residual, at), false);
-        if (nd->relu)
-            x = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, zero, ""), x, zero, "");
-        cg_vstore(c, x, nd->out, at);
+        LLVMValueRef res = nd->residual ? cg_vload(c, nd->residual, at) : NULL;
+        cg_vstore(c, conv_epilogue(c, nd, cg_vload(c, nd->out, at), gain, shift, res), nd->out, at);
         cg_end(c, &q);
         cg_end(c, &fb);
         return 0;
@@ -422,12 +408,8 @@ int conv_oc_emit(cg *c, const cg_node *nd, const conv_geom *g)
     LLVMValueRef mask = cg_lane_mask(c, 0, cg_i64(c, 0), left);
     for (int l = 0; l < vw; l++) {
         LLVMValueRef at = cg_add(c, cg_mul(c, cg_add(c, f0, cg_i64(c, l)), cg_i64(c, plane_out)), q.iv);
-        LLVMValueRef x = v[l];
-        if (nd->residual && !res)
-            x = cg_fadd(c, x, cg_vload_masked(c, nd->residual, at, mask), false);
-        if (nd->relu)
-            x = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, zero, ""), x, zero, "");
-        cg_vstore_masked(c, x, nd->out, at, mask);
+        LLVMValueRef r = nd->residual && !res ? cg_vload_masked(c, nd->residual, at, mask) : NULL;
+        cg_vstore_masked(c, conv_epilogue(c, nd, v[l], NULL, NULL, r), nd->out, at, mask);
     }
     cg_end(c, &q);
     cg_end(c, &fb);

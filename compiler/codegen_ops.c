@@ -22,9 +22,7 @@ int cg_emit_relu(cg *c, const cg_node *nd, ntc_err *err)
 {
     (void)err;
     cg_loop i = cg_for(c, cg_i64(c, 0), cg_i64(c, item_numel(nd->out_shape)), 1, "i");
-    LLVMValueRef x = cg_load(c, nd->in[0], i.iv);
-    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, x, cg_f32(c, 0), "");
-    cg_store(c, LLVMBuildSelect(c->b, pos, x, cg_f32(c, 0), ""), nd->out, i.iv);
+    cg_store(c, cg_relu(c, cg_load(c, nd->in[0], i.iv)), nd->out, i.iv);
     cg_end(c, &i);
     return 0;
 }

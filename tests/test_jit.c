@@ -321,6 +321,27 @@ static int rnd(unsigned *st, int lo, int hi)
     return lo + (int)((*st >> 16) % (unsigned)(hi - lo + 1));
 }
 
+/* A graph x [N,C,H,W] -> conv: F filters of kh x kw, dilation dh x dw,
+ * random strides 1..3, pads 0..2 and bias; *x is the input value, *c the
+ * convolution node, `what` describes it. */
+static ntc_graph *random_conv(unsigned *st, int C, int H, int W, int F, int kh, int kw, int dh, int dw, int *x,
+                              int *c, char *what, size_t what_size)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+    ntc_graph *g = input_graph(shape, x);
+    *c = conv(g, "conv", *x, F, 1, 1, 0, rnd(st, 0, 1));
+    ntc_attrs *a = &g->nodes[*c].a;
+    set2(a->kernel, kh, kw);
+    set2(a->stride, rnd(st, 1, 3), rnd(st, 1, 3));
+    set2(a->dilation, dh, dw);
+    for (int i = 0; i < 4; i++)
+        a->pad[i] = rnd(st, 0, 2);
+    snprintf(what, what_size, "conv C%d F%d %dx%d k%dx%d s%dx%d d%dx%d p%d,%d,%d,%d", C, F, H, W, kh, kw, a->stride[0],
+             a->stride[1], dh, dw, a->pad[0], a->pad[1], a->pad[2], a->pad[3]);
+    return g;
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 /* Random convolutions: kernel 1..5, stride 1..3, asymmetric pads,
@@ -330,23 +351,12 @@ START_TEST(conv_random)
     unsigned st = 1234u + (unsigned)_i;
     for (int t = 0; t < 6; t++) {
         int C = rnd(&st, 1, 7), F = rnd(&st, 1, 21), H = rnd(&st, 5, 17), W = rnd(&st, 5, 17);
-        char shape[64];
-        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
-        int x;
-        ntc_graph *g = input_graph(shape, &x);
-        int c = conv(g, "conv", x, F, 1, 1, 0, rnd(&st, 0, 1));
-        ntc_attrs *a = &g->nodes[c].a;
-        set2(a->kernel, rnd(&st, 1, 5), rnd(&st, 1, 4));
-        set2(a->stride, rnd(&st, 1, 3), rnd(&st, 1, 3));
-        set2(a->dilation, rnd(&st, 1, 2), rnd(&st, 1, 2));
-        for (int i = 0; i < 4; i++)
-            a->pad[i] = rnd(&st, 0, 2);
+        int kh = rnd(&st, 1, 5), kw = rnd(&st, 1, 4), dh = rnd(&st, 1, 2), dw = rnd(&st, 1, 2);
+        int x, c;
+        char what[256];
+        ntc_graph *g = random_conv(&st, C, H, W, F, kh, kw, dh, dw, &x, &c, what, sizeof what);
         ntc_graph_add_output(g, "y", out_of(g, c));
         fill_params(g, st);
-        char what[256];
-        snprintf(what, sizeof what, "conv C%d F%d %dx%d k%dx%d s%dx%d d%dx%d p%d,%d,%d,%d", C, F, H, W, a->kernel[0],
-                 a->kernel[1], a->stride[0], a->stride[1], a->dilation[0], a->dilation[1], a->pad[0], a->pad[1],
-                 a->pad[2], a->pad[3]);
         check_graph(g, 1 + t % 3, what);
         ntc_graph_free(g);
     }
@@ -526,17 +536,10 @@ START_TEST(conv_channel_vectors)
         int C = rnd(&st, 2, 40), F = 16 * rnd(&st, 1, 4), kh = rnd(&st, 1, 5), kw = rnd(&st, 1, 5);
         int dh = rnd(&st, 1, 2), dw = rnd(&st, 1, 2);
         int H = rnd(&st, (kh - 1) * dh + 1, 20), W = rnd(&st, (kw - 1) * dw + 1, 20);   /* the window fits */
-        char shape[64];
-        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
-        int x;
-        ntc_graph *g = input_graph(shape, &x);
-        int c = conv(g, "conv", x, F, 1, 1, 0, rnd(&st, 0, 1));
+        int x, c;
+        char what[256];
+        ntc_graph *g = random_conv(&st, C, H, W, F, kh, kw, dh, dw, &x, &c, what, sizeof what);
         ntc_attrs *a = &g->nodes[c].a;
-        set2(a->kernel, kh, kw);
-        set2(a->stride, rnd(&st, 1, 3), rnd(&st, 1, 3));
-        set2(a->dilation, dh, dw);
-        for (int i = 0; i < 4; i++)
-            a->pad[i] = rnd(&st, 0, 2);
         int y = out_of(g, c);
         if (t % 3 >= 1)
             y = out_of(g, batchnorm(g, "bn", y));
@@ -550,10 +553,7 @@ START_TEST(conv_channel_vectors)
             y = out_of(g, node1(g, NTC_OP_relu, "relu", y));
         ntc_graph_add_output(g, "y", y);
         fill_params(g, st);
-        char what[256];
-        snprintf(what, sizeof what, "oc conv C%d F%d %dx%d k%dx%d s%dx%d d%dx%d p%d,%d,%d,%d epilogue %d", C, F, H, W,
-                 a->kernel[0], a->kernel[1], a->stride[0], a->stride[1], a->dilation[0], a->dilation[1], a->pad[0],
-                 a->pad[1], a->pad[2], a->pad[3], t % 3);
+        snprintf(what + strlen(what), sizeof what - strlen(what), " epilogue %d", t % 3);
         ntc_err err = {0};
         ntc_jit *j = ntc_jit_compile(g, &err);
         ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
