@@ -1,8 +1,9 @@
-/* Emitters for every op but conv2d (codegen_conv.c): plain loop nests over
- * one batch item with every extent a constant.  They are memory-bound, so
- * they stay simple and leave vectorisation to LLVM (pointer arguments are
- * noalias; reductions mark their additions reassociable).  Semantics follow
- * the interpreter's kernels in runtime/kern_*.c. */
+/* Emitters for every op but conv2d (codegen_conv.c) and the windowed
+ * pools (codegen_pool.c): plain loop nests over one batch item with every
+ * extent a constant.  They are memory-bound, so they stay simple and
+ * leave vectorisation to LLVM (pointer arguments are noalias; reductions
+ * mark their additions reassociable).  Semantics follow the interpreter's
+ * kernels in runtime/kern_*.c. */
 #include "codegen.h"
 
 #include <math.h>
@@ -101,83 +102,6 @@ int cg_emit_batchnorm(cg *c, const cg_node *nd, ntc_err *err)
     cg_end(c, &i);
     cg_end(c, &ch);
     return 0;
-}
-
-/* One axis of a pooling window: input rows [lo, hi) and, for
- * count_include_pad, the extent inside the padded input. */
-typedef struct {
-    LLVMValueRef lo, hi, padded;
-} cg_span;
-
-static cg_span window_span(cg *c, LLVMValueRef o, int stride, int kernel, int pad_begin, int pad_end,
-                           int64_t size)
-{
-    LLVMValueRef start = LLVMBuildNSWSub(c->b, cg_mul(c, o, cg_i64(c, stride)), cg_i64(c, pad_begin), "");
-    LLVMValueRef end = cg_add(c, start, cg_i64(c, kernel));
-    cg_span s;
-    s.lo = cg_smax(c, start, cg_i64(c, 0));
-    s.hi = cg_smin(c, end, cg_i64(c, size));
-    s.padded = LLVMBuildNSWSub(c->b, cg_smin(c, end, cg_i64(c, size + pad_end)), start, "");
-    return s;
-}
-
-/* Max: padding never wins, NaN propagates (the interpreter's rule:
- * acc = v > acc || isnan(v) ? v : acc).  Average: divides by the elements
- * inside the input, or inside the padded input with count_include_pad. */
-static int emit_pool(cg *c, const cg_node *nd, bool is_max)
-{
-    const ntc_attrs *a = &nd->n->a;
-    const ntc_shape *is = nd->in_shape, *os = nd->out_shape;
-    const int64_t H = is->dims[2], W = is->dims[3], OH = os->dims[2], OW = os->dims[3];
-    cg_loop p = cg_for(c, cg_i64(c, 0), cg_i64(c, is->dims[1]), 1, "plane");
-    LLVMValueRef x = cg_gep(c, nd->in[0], cg_mul(c, p.iv, cg_i64(c, H * W)));
-    LLVMValueRef y = cg_gep(c, nd->out, cg_mul(c, p.iv, cg_i64(c, OH * OW)));
-    cg_loop oh = cg_for(c, cg_i64(c, 0), cg_i64(c, OH), 1, "oh");
-    cg_span r = window_span(c, oh.iv, a->stride[0], a->kernel[0], a->pad[0], a->pad[2], H);
-    cg_loop ow = cg_for(c, cg_i64(c, 0), cg_i64(c, OW), 1, "ow");
-    cg_span s = window_span(c, ow.iv, a->stride[1], a->kernel[1], a->pad[1], a->pad[3], W);
-
-    LLVMValueRef init = cg_f32(c, is_max ? -INFINITY : 0.0);
-    cg_loop ih, iw;
-    cg_for_carry(c, &ih, r.lo, r.hi, 1, "ih", 1, &init);
-    LLVMValueRef row = cg_mul(c, ih.iv, cg_i64(c, W));
-    cg_for_carry(c, &iw, s.lo, s.hi, 1, "iw", 1, ih.carry);
-    LLVMValueRef acc = iw.carry[0];
-    LLVMValueRef v = cg_load(c, x, cg_add(c, row, iw.iv));
-    LLVMValueRef next;
-    if (is_max) {
-        LLVMValueRef take = LLVMBuildOr(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, acc, ""),
-                                        LLVMBuildFCmp(c->b, LLVMRealUNO, v, v, ""), "");
-        next = LLVMBuildSelect(c->b, take, v, acc, "");
-    } else {
-        next = cg_fadd(c, acc, v, false);
-    }
-    cg_end_carry(c, &iw, &next);
-    cg_end_carry(c, &ih, iw.carry);
-    LLVMValueRef result = ih.carry[0];
-    if (!is_max) {
-        LLVMValueRef count = a->count_include_pad ? cg_mul(c, r.padded, s.padded)
-                                                  : cg_mul(c, LLVMBuildNSWSub(c->b, r.hi, r.lo, ""),
-                                                           LLVMBuildNSWSub(c->b, s.hi, s.lo, ""));
-        result = LLVMBuildFDiv(c->b, result, LLVMBuildSIToFP(c->b, count, c->f32, ""), "");
-    }
-    cg_store(c, result, y, cg_add(c, cg_mul(c, oh.iv, cg_i64(c, OW)), ow.iv));
-    cg_end(c, &ow);
-    cg_end(c, &oh);
-    cg_end(c, &p);
-    return 0;
-}
-
-int cg_emit_maxpool(cg *c, const cg_node *nd, ntc_err *err)
-{
-    (void)err;
-    return emit_pool(c, nd, true);
-}
-
-int cg_emit_avgpool(cg *c, const cg_node *nd, ntc_err *err)
-{
-    (void)err;
-    return emit_pool(c, nd, false);
 }
 
 /* Sum of n floats at p[base..base+n) (reassociable, so it vectorises). */

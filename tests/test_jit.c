@@ -656,6 +656,76 @@ START_TEST(pool_random)
 }
 END_TEST
 
+/* Max pools in codegen_pool.c's vector form (column stride 1 or 2) and
+ * its scalar form (stride 3), at the host's width and at 8 floats: the
+ * JIT's output equals the interpreter's exactly, NaN for NaN, on inputs
+ * with NaNs, ties and -0.0 next to 0.0, rows of several vectors, every
+ * pad up to kernel - 1 and ceil mode. */
+START_TEST(maxpool_vector_form)
+{
+    setenv("NTC_JIT_KEEP_IR", "1", 1);
+    if (_i)
+        setenv("NTC_JIT_VECTOR_WIDTH", "8", 1);
+    unsigned st = 777u + (unsigned)_i;
+    int vector_seen = 0;
+    for (int t = 0; t < 10; t++) {
+        int C = rnd(&st, 1, 3), H = rnd(&st, 4, 20), W = rnd(&st, 4, 45);
+        char shape[64];
+        snprintf(shape, sizeof shape, "N,%d,%d,%d", C, H, W);
+        int x;
+        ntc_graph *g = input_graph(shape, &x);
+        int p = node1(g, NTC_OP_maxpool, "pool", x);
+        ntc_attrs *a = &g->nodes[p].a;
+        set2(a->kernel, rnd(&st, 1, 4), rnd(&st, 1, 4));
+        set2(a->stride, rnd(&st, 1, 3), t % 4 == 3 ? 3 : rnd(&st, 1, 2));
+        for (int i = 0; i < 4; i++)
+            a->pad[i] = rnd(&st, 0, a->kernel[i % 2] - 1);
+        a->ceil_mode = rnd(&st, 0, 1);
+        ntc_graph_add_output(g, "y", out_of(g, p));
+        char what[128];
+        snprintf(what, sizeof what, "maxpool C%d %dx%d k%dx%d s%dx%d p%d,%d,%d,%d ceil %d", C, H, W, a->kernel[0],
+                 a->kernel[1], a->stride[0], a->stride[1], a->pad[0], a->pad[1], a->pad[2], a->pad[3], a->ceil_mode);
+        ntc_err err = {0};
+        ntc_jit *j = ntc_jit_compile(g, &err);
+        ck_assert_msg(j != NULL, "%s: %s", what, ntc_err_str(&err));
+        bool vector = strstr(ntc_jit_ir(j), "maxpool.vector") != NULL;
+        ck_assert_msg(vector == (a->stride[1] <= 2), "%s: vector form %s", what, vector ? "used" : "not used");
+        vector_seen += vector;
+
+        const int batch = 2;
+        int64_t n_in = numel(g, x) * batch, n_out = numel(g, g->outputs[0].value) * batch;
+        float *in = random_input(g, batch, st), *y = malloc(sizeof(float) * (size_t)n_out);
+        for (int64_t i = 0; i < n_in; i++) {
+            unsigned r = (unsigned)rnd(&st, 0, 99);
+            if (r < 3)
+                in[i] = NAN;
+            else if (r < 13)
+                in[i] = 0.5f;   /* ties */
+            else if (r < 18)
+                in[i] = r % 2 ? 0.0f : -0.0f;
+        }
+        ntc_exec *ex = ntc_exec_new(g, batch, &err);
+        ck_assert_msg(ex != NULL, "%s", ntc_err_str(&err));
+        const float *ins[] = {in};
+        ck_assert_msg(ntc_exec_run(ex, ins, batch, &err) == 0, "%s", ntc_err_str(&err));
+        ck_assert_int_eq(ntc_jit_run(j, in, batch, y, &err), 0);
+        const float *ref = ntc_exec_output(ex, 0);
+        for (int64_t i = 0; i < n_out; i++) {
+            bool same = isnan(ref[i]) ? isnan(y[i]) : memcmp(&ref[i], &y[i], sizeof(float)) == 0;
+            ck_assert_msg(same, "%s: output %lld is %g, the interpreter's %g", what, (long long)i, y[i], ref[i]);
+        }
+        ntc_exec_free(ex);
+        ntc_jit_free(j);
+        free(in);
+        free(y);
+        ntc_graph_free(g);
+    }
+    ck_assert_int_ge(vector_seen, 5);
+    unsetenv("NTC_JIT_VECTOR_WIDTH");
+    unsetenv("NTC_JIT_KEEP_IR");
+}
+END_TEST
+
 /* x -> conv -> bn -> relu -> {conv -> bn, proxy: maxpool -> conv} -> mix
  *   -> add(shortcut) -> relu -> gap -> flatten -> linear -> softmax */
 static ntc_graph *small_net(int C, int HW)
@@ -1145,6 +1215,7 @@ int main(void)
     tcase_add_loop_test(tc, conv_channel_vectors, 0, 2);
     tcase_add_test(tc, conv_blocked_layouts);
     tcase_add_loop_test(tc, pool_random, 0, 3);
+    tcase_add_loop_test(tc, maxpool_vector_form, 0, 2);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);
     tcase_add_test(tc, mlp);
