@@ -77,7 +77,7 @@ int cg_emit_mix(cg *c, const cg_node *nd, ntc_err *err)
     LLVMValueRef acc = cg_fmul(c, w[0], cg_load(c, nd->in[0], i.iv));
     for (int j = 1; j < n; j++)
         acc = cg_fadd(c, acc, cg_fmul(c, w[j], cg_load(c, nd->in[j], i.iv)), false);
-    cg_store(c, acc, nd->out, i.iv);
+    cg_store(c, nd->relu ? cg_relu(c, acc) : acc, nd->out, i.iv);   /* a fused relu (codegen_plan.c) */
     cg_end(c, &i);
     return 0;
 }

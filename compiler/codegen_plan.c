@@ -1,7 +1,8 @@
 /* The code generator's plan: which nodes run (those reaching the output),
  * in which steps (a conv2d absorbs a following batchnorm -> add -> relu
- * chain when nobody else reads the values in between), and where each
- * value and each step's scratch lives in the per-item workspace. */
+ * chain, a mix a following relu, when nobody else reads the values in
+ * between), and where each value and each step's scratch lives in the
+ * per-item workspace. */
 #include "codegen.h"
 
 #include <stdlib.h>
@@ -45,6 +46,19 @@ static cg_step conv_chain(const ntc_graph *g, const int *order, int n, const boo
         cur = a->out;
         r = single_reader(g, order, n, needed, cur, output);
     }
+    if (r >= 0 && member[r] < 0 && g->nodes[r].op == NTC_OP_relu)
+        st.relu = st.tail = r;
+    return st;
+}
+
+/* The step headed by mix: mix [-> relu], the relu the mix's single
+ * reader (every NetTailor layer's output: its alpha-weighted branches,
+ * then a relu). */
+static cg_step mix_chain(const ntc_graph *g, const int *order, int n, const bool *needed, const int *member, int mix,
+                         int output)
+{
+    cg_step st = {mix, -1, -1, -1, -1, mix};
+    int r = single_reader(g, order, n, needed, g->nodes[mix].out, output);
     if (r >= 0 && member[r] < 0 && g->nodes[r].op == NTC_OP_relu)
         st.relu = st.tail = r;
     return st;
@@ -104,9 +118,11 @@ static void make_steps(const ntc_graph *g, const int *all, int n_all, const bool
         member[i] = -1;
     for (int s = 0; s < n_all; s++) {
         int h = all[s];
-        if (!needed[g->nodes[h].out] || g->nodes[h].op != NTC_OP_conv2d || member[h] >= 0)
+        ntc_op op = g->nodes[h].op;
+        if (!needed[g->nodes[h].out] || (op != NTC_OP_conv2d && op != NTC_OP_mix) || member[h] >= 0)
             continue;
-        chain[h] = conv_chain(g, all, n_all, needed, member, h, output);
+        chain[h] = op == NTC_OP_mix ? mix_chain(g, all, n_all, needed, member, h, output)
+                                    : conv_chain(g, all, n_all, needed, member, h, output);
         int parts[4] = {h, chain[h].bn, chain[h].add, chain[h].relu};
         for (int k = 0; k < 4; k++)
             if (parts[k] >= 0)

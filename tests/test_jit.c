@@ -789,6 +789,51 @@ START_TEST(misc_ops)
 }
 END_TEST
 
+/* How many functions the IR defines whose name contains `part`. */
+static int defines(const char *ir, const char *part)
+{
+    int n = 0;
+    for (const char *line = ir; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        const char *end = strchr(line, '\n'), *at = strstr(line, part);
+        n += strncmp(line, "define ", 7) == 0 && at && (!end || at < end);
+    }
+    return n;
+}
+
+/* A mix whose single reader is a relu runs as one step (codegen_plan.c,
+ * mix_chain): x -> {conv a, conv b} -> mix -> relu, and a second mix
+ * read by a relu and by the add after it, which stays a step of its own. */
+START_TEST(mix_relu_fused)
+{
+    setenv("NTC_JIT_KEEP_IR", "1", 1);
+    int x;
+    ntc_graph *g = input_graph("N,3,9,11", &x);
+    int a = conv(g, "a", x, 4, 3, 1, 1, true), b = conv(g, "b", x, 4, 1, 1, 0, false);
+    int ab[2] = {out_of(g, a), out_of(g, b)};
+    int m1 = ntc_graph_add_node(g, NTC_OP_mix, "m1", ab, 2, -1);
+    ntc_node_add_param(g, m1, "alpha", NULL);
+    int r1 = node1(g, NTC_OP_relu, "r1", out_of(g, m1));
+    int two[2] = {out_of(g, r1), out_of(g, a)};
+    int m2 = ntc_graph_add_node(g, NTC_OP_mix, "m2", two, 2, -1);
+    ntc_node_add_param(g, m2, "alpha", NULL);
+    int r2 = node1(g, NTC_OP_relu, "r2", out_of(g, m2));
+    int sum[2] = {out_of(g, r2), out_of(g, m2)};
+    int add = ntc_graph_add_node(g, NTC_OP_add, "add", sum, 2, -1);
+    ntc_graph_add_output(g, "y", out_of(g, add));
+    fill_params(g, 21u);
+    ntc_err err = {0};
+    ntc_jit *j = ntc_jit_compile(g, &err);
+    ck_assert_msg(j != NULL, "%s", ntc_err_str(&err));
+    const char *ir = ntc_jit_ir(j);
+    ck_assert_msg(defines(ir, ".mix.fused(") == 1, "m1 -> r1 is not one step, or m2 -> r2 is although add reads m2");
+    ck_assert_msg(defines(ir, ".mix(") == 1 && defines(ir, ".relu(") == 1, "m2 and r2 are not steps of their own");
+    ntc_jit_free(j);
+    check_graph(g, 3, "mix -> relu fused, mix read twice");
+    ntc_graph_free(g);
+    unsetenv("NTC_JIT_KEEP_IR");
+}
+END_TEST
+
 /* A 2-D graph: linear -> relu -> linear (no bias) -> softmax, with a mix
  * of three inputs and an add of three in between. */
 START_TEST(mlp)
@@ -1218,6 +1263,7 @@ int main(void)
     tcase_add_loop_test(tc, maxpool_vector_form, 0, 2);
     tcase_add_test(tc, small_network);
     tcase_add_test(tc, misc_ops);
+    tcase_add_test(tc, mix_relu_fused);
     tcase_add_test(tc, mlp);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, vector_code);
