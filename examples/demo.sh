@@ -27,9 +27,10 @@
 # The demo writes demo-out/RESULTS.md (a table), an SVG of each tailored network
 # and each task's .so (all sharing one universal weights file).
 #
-#   examples/demo.sh            the default run: 11 minutes on 2 cores from a clean
-#                               clone, with the build and the backbone's pre-training
-#                               (2 epochs, 3.5 min; cached for the next run)
+#   examples/demo.sh            the default run: 11 minutes on 2 AVX-512 cores (25 on 2
+#                               AVX2 ones) from a clean clone, with the build and the
+#                               backbone's pre-training (2 epochs, 3.5 min; cached for
+#                               the next run)
 #   examples/demo.sh --full     longer schedules, closer to the paper's
 #   examples/demo.sh --smoke    a ResNet-8 and a few hundred images per stage:
 #                               checks the whole pipeline in a minute or two
