@@ -27,7 +27,7 @@
 # GHz x 2 cores; without AVX-512, 2 x 8 lanes x 2 x the clock /proc/cpuinfo
 # reports x the CPUs, which turbo can exceed; NTC_NOMINAL_PEAK=G overrides),
 # and the peak measured
-# in this run by independent AVX-512 FMA chains on every CPU (a 0.3 s run
+# in this run by independent FMA chains (AVX-512 or AVX2) on every CPU (a 0.3 s run
 # before each network and shape round, best of all: measured under the same load as the
 # best-of timings; on this machine it shows the clock AVX-512 code really
 # gets, about 3.1 GHz, some 395 GFLOP/s when the machine is quiet).  A
@@ -39,8 +39,9 @@ rounds=${2:-3}
 repeats=${3:-5}
 py=/usr/bin/python3
 if grep -qw avx512f /proc/cpuinfo; then
-    peak=480
+    isa=AVX-512 peak=480
 else
+    isa="no AVX-512: 8-lane FMA at the reported clock"
     peak=$(awk -v n="$(nproc)" '/^cpu MHz/ { printf "%.0f", n * 2 * 8 * 2 * $4 / 1000; exit }' /proc/cpuinfo)
 fi
 peak=${NTC_NOMINAL_PEAK:-${peak:-480}}
@@ -146,7 +147,7 @@ EOF
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)  (outputs of JIT and torch agree with the interpreter to 1e-4)"
 mpeak=$(sort -g peaks.txt | tail -1)
-echo "FP32 peak: nominal $peak GFLOP/s ($(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo "no AVX-512: 8-lane FMA at the reported clock")); measured $mpeak GFLOP/s (FMA chains on all CPUs, best of $(wc -l <peaks.txt) runs)"
+echo "FP32 peak: nominal $peak GFLOP/s ($isa); measured $mpeak GFLOP/s (FMA chains on all CPUs, best of $(wc -l <peaks.txt) runs)"
 
 best() { sed -n "s/^$2.* items in \([0-9.]*\) ms.*/\1/p" "$1" | sort -g | head -1; }
 echo
