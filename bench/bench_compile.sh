@@ -22,16 +22,17 @@
 # interleave them, each run times REPEATS pushes of 64 images, and the
 # best time over all is reported (on a shared machine the least disturbed
 # one).  GFLOP/s = 2 x MACs (ntc stats --json) / time, against two peaks:
-# the nominal FP32 peak of this CPU for 2 cores, 480 GFLOP/s on the AVX-512
-# machine the targets were set on (2 FMA units x 16 lanes x 2 flops x 3.75
-# GHz x 2 cores; without AVX-512, 2 x 8 lanes x 2 x the clock /proc/cpuinfo
-# reports x the CPUs, which turbo can exceed; NTC_NOMINAL_PEAK=G overrides),
-# and the peak measured
-# in this run by independent FMA chains (AVX-512 or AVX2) on every CPU (a 0.3 s run
-# before each network and shape round, best of all: measured under the same load as the
-# best-of timings; on this machine it shows the clock AVX-512 code really
-# gets, about 3.1 GHz, some 395 GFLOP/s when the machine is quiet).  A
-# benchmark, not a test.
+#   nominal   the FP32 peak of this CPU's cores: with AVX-512 480 GFLOP/s,
+#             the machine the targets were set on (2 FMA units x 16 lanes x
+#             2 flops x 3.75 GHz x 2 cores); without, 2 x 8 lanes x 2 x the
+#             clock /proc/cpuinfo reports x the CPUs (turbo can exceed it;
+#             none reported: the measured peak); NTC_NOMINAL_PEAK=G overrides
+#   measured  independent FMA chains (AVX-512 or AVX2) on every CPU, a 0.3 s
+#             run before each network and shape round, best of all: taken
+#             under the same load as the best-of timings, it shows the clock
+#             vector code really gets (on the AVX-512 machine about 3.1 GHz,
+#             some 395 GFLOP/s when quiet).
+# A benchmark, not a test.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 ntc=$(realpath "${1:-$here/../build/ntc}")   # absolute: the script works in a temporary directory
@@ -44,7 +45,7 @@ else
     isa="no AVX-512: 8-lane FMA at the reported clock"
     peak=$(awk -v n="$(nproc)" '/^cpu MHz/ { printf "%.0f", n * 2 * 8 * 2 * $4 / 1000; exit }' /proc/cpuinfo)
 fi
-peak=${NTC_NOMINAL_PEAK:-${peak:-480}}
+peak=${NTC_NOMINAL_PEAK:-$peak}
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"   # see TOOLCHAIN.md
 
 tmp=$(mktemp -d)
@@ -147,6 +148,7 @@ EOF
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)  (outputs of JIT and torch agree with the interpreter to 1e-4)"
 mpeak=$(sort -g peaks.txt | tail -1)
+peak=${peak:-$mpeak}
 echo "FP32 peak: nominal $peak GFLOP/s ($isa); measured $mpeak GFLOP/s (FMA chains on all CPUs, best of $(wc -l <peaks.txt) runs)"
 
 best() { sed -n "s/^$2.* items in \([0-9.]*\) ms.*/\1/p" "$1" | sort -g | head -1; }
